@@ -1,0 +1,236 @@
+# Copyright © 2025 mlx-kyutai-is contributors
+
+"""Transcript writers: txt, srt, vtt, json (as mlx_whisper/writers.py).
+
+A writer takes a `Transcript` (or, for ``task="both"``, a ``dict[task, Transcript]``) and an
+output name, and writes ``out_dir/name.ext`` (bilingual: ``name.is.ext`` and ``name.en.ext``).
+Subtitle cues are built from the word timestamps the stream gives.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, TextIO
+
+FORMATS = ("txt", "srt", "vtt", "json")
+
+# A word ending a sentence (closing quotes/brackets allowed after the mark) ends a cue.
+_SENTENCE_END = re.compile(r"[.?!…][\"'”»)\]]*$")
+
+
+def format_timestamp(seconds: float, decimal_marker: str = ".") -> str:
+    """``HH:MM:SS.mmm`` (srt uses ``,`` as the marker); negative times clamp to zero."""
+    ms = max(0, round(seconds * 1000.0))
+    hours, ms = divmod(ms, 3_600_000)
+    minutes, ms = divmod(ms, 60_000)
+    secs, ms = divmod(ms, 1_000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
+
+
+@dataclass
+class Cue:
+    start: float
+    end: float
+    lines: list[str]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+def _word_times(word) -> tuple[float, float]:
+    start = max(0.0, float(word.start))
+    end = word.end if word.end is not None else start
+    return start, max(start, float(end))
+
+
+def build_cues(
+    words,
+    max_line_width: int = 42,
+    max_line_count: int = 2,
+    max_duration: float = 6.0,
+    max_gap: float = 1.0,
+) -> list[Cue]:
+    """Group words into subtitle cues.
+
+    A new cue starts after a sentence end, at a pause longer than `max_gap` seconds, when the
+    cue would last longer than `max_duration` seconds, or when its `max_line_count` lines of at
+    most `max_line_width` characters are full (a single longer word gets a line of its own).
+
+    Parameters
+    ----------
+    words : iterable of Word
+        Objects with ``text``, ``start`` and ``end`` (seconds; ``end`` may be None).
+
+    Returns
+    -------
+    list[Cue]
+        In time order; every cue ends after it starts and no later than the next one starts.
+    """
+    cues: list[Cue] = []
+    lines: list[list[str]] = []
+    start = end = 0.0
+    prev_text = ""
+
+    def close():
+        if lines:
+            cues.append(Cue(start, end, [" ".join(line) for line in lines]))
+            lines.clear()
+
+    for word in words:
+        text = word.text.strip()
+        if not text:
+            continue
+        w_start, w_end = _word_times(word)
+        if lines and (
+            w_start - end > max_gap
+            or w_end - start > max_duration
+            or _SENTENCE_END.search(prev_text)
+        ):
+            close()
+        if lines and len(" ".join(lines[-1] + [text])) > max_line_width:
+            if len(lines) >= max_line_count:
+                close()
+            else:
+                lines.append([])
+        if not lines:
+            lines.append([])
+            start, end = w_start, w_end
+        lines[-1].append(text)
+        end = max(end, w_end)
+        prev_text = text
+    close()
+
+    # Players skip empty cues: give instant words a short display time, never past the next cue.
+    for cue, nxt in zip(cues, cues[1:] + [None]):
+        limit = nxt.start if nxt is not None else float("inf")
+        if cue.end <= cue.start:
+            cue.end = min(cue.start + 0.5, max(limit, cue.start + 0.001))
+        cue.end = max(min(cue.end, limit), cue.start + 0.001)
+    return cues
+
+
+class ResultWriter:
+    """Base writer: ``writer(result, name) -> list[Path]`` writes ``out_dir/name[.task].ext``."""
+
+    extension: str
+
+    def __init__(self, output_dir: str | Path = ".", **options):
+        self.output_dir = Path(output_dir)
+        self.options = options
+
+    def __call__(self, result, output_name: str) -> list[Path]:
+        if isinstance(result, dict):  # task="both": one file per task
+            items = [(f"{output_name}.{task}", t) for task, t in result.items()]
+        else:
+            items = [(output_name, result)]
+        paths = []
+        for name, transcript in items:
+            path = self.output_dir / f"{name}.{self.extension}"
+            with path.open("w", encoding="utf-8") as f:
+                self.write_result(transcript, f)
+            paths.append(path)
+        return paths
+
+    def write_result(self, transcript, file: TextIO):
+        raise NotImplementedError
+
+
+class WriteTXT(ResultWriter):
+    extension = "txt"
+
+    def write_result(self, transcript, file):
+        print(transcript.text.strip(), file=file)
+
+
+class SubtitlesWriter(ResultWriter):
+    decimal_marker: str
+
+    def cues(self, transcript) -> list[Cue]:
+        words = list(transcript.words)
+        if not words and transcript.text.strip():  # no word timings: one cue for the whole text
+            return [Cue(0.0, max(float(transcript.duration or 0.0), 0.001), [transcript.text.strip()])]
+        return build_cues(words, **self.options)
+
+    def timestamp(self, seconds: float) -> str:
+        return format_timestamp(seconds, self.decimal_marker)
+
+
+class WriteSRT(SubtitlesWriter):
+    extension = "srt"
+    decimal_marker = ","
+
+    def write_result(self, transcript, file):
+        for i, cue in enumerate(self.cues(transcript), start=1):
+            print(f"{i}\n{self.timestamp(cue.start)} --> {self.timestamp(cue.end)}", file=file)
+            print(f"{cue.text}\n", file=file)
+
+
+class WriteVTT(SubtitlesWriter):
+    extension = "vtt"
+    decimal_marker = "."
+
+    def write_result(self, transcript, file):
+        print("WEBVTT\n", file=file)
+        for cue in self.cues(transcript):
+            # "-->" would end the cue timing line early in a VTT parser
+            text = cue.text.replace("-->", "->")
+            print(f"{self.timestamp(cue.start)} --> {self.timestamp(cue.end)}\n{text}\n", file=file)
+
+
+def transcript_to_dict(transcript) -> dict:
+    """The JSON form: text, task, duration, words (start/end/text) and token ids."""
+    words = []
+    for w in transcript.words:
+        start, end = _word_times(w)
+        words.append({"start": round(start, 3), "end": round(end, 3), "text": w.text.strip()})
+    return {
+        "text": transcript.text.strip(),
+        "task": transcript.task,
+        "duration": round(float(transcript.duration), 3),
+        "words": words,
+        "tokens": [int(t) for t in transcript.tokens],
+    }
+
+
+class WriteJSON(ResultWriter):
+    extension = "json"
+
+    def write_result(self, transcript, file):
+        json.dump(transcript_to_dict(transcript), file, ensure_ascii=False)
+        print(file=file)
+
+
+WRITERS = {"txt": WriteTXT, "srt": WriteSRT, "vtt": WriteVTT, "json": WriteJSON}
+
+
+def get_writer(output_format: str, output_dir: str | Path = ".", **options) -> Callable:
+    """Return ``writer(result, output_name) -> list[Path]`` for txt, srt, vtt, json or all.
+
+    Parameters
+    ----------
+    output_format : str
+        One of ``txt``, ``srt``, ``vtt``, ``json``, ``all``.
+    output_dir : str or Path
+        Directory the files go to (must exist).
+    **options
+        Cue options for srt/vtt: ``max_line_width``, ``max_line_count``, ``max_duration``,
+        ``max_gap`` (see `build_cues`).
+
+    Examples
+    --------
+    >>> get_writer("srt", "out")(stt.transcribe("a.wav"), "a")          # out/a.srt
+    >>> get_writer("srt", "out")(stt.transcribe("a.wav", task="both"), "a")  # out/a.is.srt, out/a.en.srt
+    """
+    if output_format == "all":
+        writers = [get_writer(fmt, output_dir, **options) for fmt in FORMATS]
+
+        def write_all(result, output_name: str) -> list[Path]:
+            return [p for writer in writers for p in writer(result, output_name)]
+
+        return write_all
+    if output_format not in WRITERS:
+        raise ValueError(f"unknown output format {output_format!r}; choose from {', '.join(FORMATS)}, all")
+    cls = WRITERS[output_format]
+    return cls(output_dir, **(options if issubclass(cls, SubtitlesWriter) else {}))
