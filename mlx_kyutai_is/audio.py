@@ -1,0 +1,601 @@
+# Copyright © 2026 mlx-kyutai-is contributors
+"""Audio input and output: files, stdin and arrays in, 1-D float32 mono at the model's rate out.
+
+Decoding is done by libsndfile (`soundfile`: wav, flac, ogg/vorbis, opus, mp3, aiff, ...), resampling by
+`soxr` (high quality), so no ffmpeg is needed. Every function takes the target rate as an argument:
+the model's rate lives in its config (`ModelArgs.sample_rate`), `SAMPLE_RATE` is only the default.
+
+Policies (the same for files, stdin and arrays):
+
+- Channels are averaged to mono.
+- NaN / inf samples are replaced by 0 (silence) with one `AudioWarning` per input, so a damaged
+  recording still gets a transcript.
+- A truncated WAV (its header promises more data than the file holds: an interrupted copy or
+  recording) is decoded as far as it goes, with an `AudioWarning`. A WAV whose header was never
+  finalised (data size 0 or 0xFFFFFFFF, as left by a killed recorder or written to a pipe) is read
+  to the end of the file. Anything libsndfile cannot open or decode raises `AudioError`.
+- Zero-length audio raises `AudioError`.
+- Values outside [-1, 1] in float input are kept as they are (no clipping, no normalisation).
+"""
+
+import io
+import json
+import math
+import os
+import struct
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .config import ConfigError
+
+SAMPLE_RATE = 24_000  # Hz, Mimi's rate; the model config's `codec_config.sampling_rate` rules
+FRAME_SIZE = 1_920  # samples per model step at 24 kHz (80 ms, 12.5 Hz); the config rules here too
+BLOCK_SECONDS = 1.0  # default block length of `iter_audio_blocks` (input seconds)
+MAX_CHANNELS = 64  # a 2-D array whose shorter axis is longer than this is not (frames, channels)
+RESAMPLE_QUALITY = "HQ"  # soxr quality for all resampling; one-shot and streaming agree exactly
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used; the one-line message names the file (or "audio array") and the problem."""
+
+
+class AudioWarning(UserWarning):
+    """Audio that was used after a repair (non-finite samples, truncated or unfinalised file)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Sources: each yields (frames, channels) float32 blocks at the file's own rate.
+
+
+class _SndSource:
+    """A libsndfile-readable file, path or in-memory buffer."""
+
+    def __init__(self, file, name: str, frames_hint: int | None = None):
+        self.name = name
+        try:
+            self.f = sf.SoundFile(file)
+        except sf.LibsndfileError as e:
+            raise AudioError(_unreadable(name, e.error_string)) from None
+        except (RuntimeError, TypeError) as e:  # soundfile raises these for some malformed input
+            raise AudioError(_unreadable(name, str(e))) from None
+        self.samplerate = self.f.samplerate
+        self.channels = self.f.channels
+        self.frames = self.f.frames if frames_hint is None else frames_hint
+
+    def blocks(self, n: int) -> Iterator[np.ndarray]:
+        try:
+            while True:
+                try:
+                    x = self.f.read(n, dtype="float32", always_2d=True)
+                except sf.LibsndfileError as e:
+                    raise AudioError(f"{self.name}: decoding failed ({e.error_string})") from None
+                except RuntimeError as e:
+                    raise AudioError(f"{self.name}: decoding failed ({e})") from None
+                if len(x) == 0:
+                    return
+                yield x
+        finally:
+            self.f.close()
+
+    def close(self):
+        self.f.close()
+
+
+def _unreadable(name: str, why: str) -> str:
+    known = name == "<stdin>" or "not recognised" not in why
+    hint = "" if known else f"; convert it first, e.g. `ffmpeg -i {name} out.wav`"
+    return f"{name}: unsupported or unreadable audio file ({why.strip().rstrip('.')}){hint}"
+
+
+# Minimal RIFF/WAVE reader for pipes (libsndfile needs to seek) and for unfinalised headers.
+_WAV_PCM, _WAV_FLOAT, _WAV_EXTENSIBLE = 1, 3, 0xFFFE
+_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # data sizes written by recorders that could not seek back
+
+
+class _WavHeader:
+    def __init__(self, tag, channels, samplerate, bits, block_align, data_offset, data_size):
+        self.tag, self.channels, self.samplerate = tag, channels, samplerate
+        self.bits, self.block_align = bits, block_align
+        self.data_offset, self.data_size = data_offset, data_size
+
+    @property
+    def supported(self) -> bool:
+        if self.channels < 1 or self.samplerate < 1 or self.block_align != self.channels * self.bits // 8:
+            return False
+        if self.tag == _WAV_PCM:
+            return self.bits in (8, 16, 24, 32)
+        return self.tag == _WAV_FLOAT and self.bits in (32, 64)
+
+
+def _read_exact(stream, n: int) -> bytes:
+    """Read n bytes, or fewer only at end of stream (pipes may return short reads)."""
+    parts, got = [], 0
+    while got < n:
+        b = stream.read(n - got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
+
+
+def _parse_wav_header(stream) -> tuple["_WavHeader | None", bytes]:
+    """Read a RIFF/WAVE header up to the start of the `data` payload, sequentially (no seeks).
+
+    Returns (header, or None if this is not a plain RIFF/WAVE stream; every byte consumed), so that a
+    caller can hand the consumed bytes to another decoder.
+    """
+    consumed = bytearray()
+
+    def take(n):
+        b = _read_exact(stream, n)
+        consumed.extend(b)
+        return b
+
+    head = take(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None, bytes(consumed)
+    fmt = None
+    while True:
+        chunk = take(8)
+        if len(chunk) < 8:
+            return None, bytes(consumed)
+        cid, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if cid == b"data":
+            if fmt is None:
+                return None, bytes(consumed)
+            tag, ch, rate, bits, align = fmt
+            data_size = None if size in _UNKNOWN_SIZES else size
+            return _WavHeader(tag, ch, rate, bits, align, len(consumed), data_size), bytes(consumed)
+        if size > 1 << 24:  # a non-data chunk this large is garbage, not a header
+            return None, bytes(consumed)
+        body = take(size + (size & 1))
+        if len(body) < size:
+            return None, bytes(consumed)
+        if cid == b"fmt ":
+            if size < 16:
+                return None, bytes(consumed)
+            tag, ch, rate, _, align, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == _WAV_EXTENSIBLE and size >= 26:
+                tag = struct.unpack("<H", body[24:26])[0]  # first two bytes of the sub-format GUID
+            fmt = (tag, ch, rate, bits, align)
+
+
+def _pcm_to_float(raw: bytes, h: _WavHeader) -> np.ndarray:
+    """Little-endian WAV sample bytes -> float32 (frames, channels), scaled as libsndfile does."""
+    if h.tag == _WAV_FLOAT:
+        x = np.frombuffer(raw, dtype="<f4" if h.bits == 32 else "<f8").astype(np.float32)
+    elif h.bits == 8:  # WAV 8-bit is unsigned
+        x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif h.bits == 16:
+        x = np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    elif h.bits == 24:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        v = (b[:, 0] << 8) | (b[:, 1] << 16) | (b[:, 2] << 24)  # sign lands in bit 31
+        x = (v >> 8).astype(np.float32) / 8388608.0
+    else:
+        x = (np.frombuffer(raw, dtype="<i4").astype(np.float64) / 2147483648.0).astype(np.float32)
+    return x.reshape(-1, h.channels)
+
+
+class _WavStreamSource:
+    """Reads the data of a parsed WAV header from a stream, with no seeks (stdin, unfinalised files)."""
+
+    def __init__(self, stream, header: _WavHeader, name: str, owned: bool = False):
+        self.stream, self.h, self.name, self.owned = stream, header, name, owned
+        self.samplerate, self.channels = header.samplerate, header.channels
+        self.frames = None if header.data_size is None else header.data_size // header.block_align
+
+    def blocks(self, n: int) -> Iterator[np.ndarray]:
+        h, left = self.h, self.h.data_size
+        try:
+            while left is None or left > 0:
+                want = n * h.block_align if left is None else min(n * h.block_align, left)
+                raw = _read_exact(self.stream, want)
+                whole = len(raw) - len(raw) % h.block_align
+                if whole:
+                    yield _pcm_to_float(raw[:whole], h)
+                if left is not None:
+                    left -= len(raw)
+                if len(raw) < want:
+                    if left is not None and left > 0:
+                        got = (h.data_size - left) // h.block_align
+                        _warn_truncated(self.name, h.data_size // h.block_align, got)
+                    return
+        finally:
+            self.close()
+
+    def close(self):
+        if self.owned:
+            self.stream.close()
+
+
+def _warn_truncated(name: str, promised: int, got: int):
+    warnings.warn(
+        f"{name}: truncated file, its header promises {promised} frames but only {got} are there; "
+        "using what is there",
+        AudioWarning,
+        stacklevel=2,
+    )
+
+
+def _open_path(path) -> "_SndSource | _WavStreamSource":
+    name = str(path)
+    try:
+        with open(path, "rb") as fh:  # a clear message for missing files, directories, permissions
+            header, _ = _parse_wav_header(fh)
+    except FileNotFoundError:
+        raise AudioError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise AudioError(f"{name}: is a directory, not an audio file") from None
+    except OSError as e:
+        raise AudioError(f"{name}: cannot read ({e.strerror or e})") from None
+    if header is not None and header.supported:
+        avail = os.path.getsize(path) - header.data_offset
+        if header.data_size is None:
+            # Unfinalised header: libsndfile would see 0 frames; read the payload to the end of file.
+            if avail >= header.block_align:
+                warnings.warn(
+                    f"{name}: WAV header was never finalised (recording interrupted?); "
+                    "reading the data to the end of the file",
+                    AudioWarning,
+                    stacklevel=2,
+                )
+            fh = open(path, "rb")
+            fh.seek(header.data_offset)
+            header.data_size = avail - avail % header.block_align
+            return _WavStreamSource(fh, header, name, owned=True)
+        if header.data_size > avail:
+            if avail < header.block_align:
+                raise AudioError(f"{name}: truncated file, no audio data after the header")
+            _warn_truncated(name, header.data_size // header.block_align, avail // header.block_align)
+    return _SndSource(name, name)
+
+
+def _open_stdin(stream=None) -> "_SndSource | _WavStreamSource":
+    """stdin: a plain PCM/float WAV is streamed as it arrives; anything else is read whole into memory
+    (still compressed) and decoded by libsndfile, which needs to seek."""
+    stream = sys.stdin.buffer if stream is None else stream
+    header, consumed = _parse_wav_header(stream)
+    if header is not None and header.supported:
+        return _WavStreamSource(stream, header, "<stdin>")
+    data = consumed + stream.read()
+    if not data:
+        raise AudioError("<stdin>: no audio data (empty input)")
+    return _SndSource(io.BytesIO(data), "<stdin>")
+
+
+def _open(file) -> "_SndSource | _WavStreamSource":
+    if isinstance(file, str) and file == "-":
+        return _open_stdin()
+    if isinstance(file, (str, os.PathLike)):
+        return _open_path(file)
+    if hasattr(file, "read"):  # a binary file object, treated like stdin
+        return _open_stdin(file)
+    raise AudioError(f"{file!r}: expected a path, '-' for stdin, or a binary file object")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-block processing shared by files, stdin and arrays.
+
+
+class _Cleaner:
+    """Replaces non-finite samples with 0, warning once per input."""
+
+    def __init__(self, name: str):
+        self.name, self.warned = name, False
+
+    def __call__(self, x: np.ndarray, offset_s: float | None = None) -> np.ndarray:
+        bad = ~np.isfinite(x)
+        if not bad.any():
+            return x
+        if not self.warned:
+            where = "" if offset_s is None else f", first near {offset_s:.2f} s"
+            warnings.warn(
+                f"{self.name}: non-finite samples (NaN/inf) replaced by silence{where}",
+                AudioWarning,
+                stacklevel=2,
+            )
+            self.warned = True
+        return np.where(bad, np.float32(0), x).astype(np.float32, copy=False)
+
+
+def _downmix(x: np.ndarray) -> np.ndarray:
+    """(frames, channels) -> (frames,) float32 by the mean; row-wise, so blockwise == whole."""
+    if x.shape[1] == 1:
+        return np.ascontiguousarray(x[:, 0], dtype=np.float32)
+    return x.mean(axis=1, dtype=np.float32)
+
+
+def iter_audio_blocks(file, block_seconds: float = BLOCK_SECONDS, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Stream an audio file as float32 mono blocks at `sr`, never holding the whole file.
+
+    Parameters
+    ----------
+    file : str, os.PathLike or binary file object
+        A path, "-" for stdin, or an open binary stream. A plain PCM/float WAV on stdin is read as it
+        arrives (a live pipe works); other formats on stdin are buffered compressed, then decoded.
+    block_seconds : float
+        Length of the blocks read from the input, in input seconds. Output blocks have about
+        `block_seconds * sr` samples; the resampler's delay makes the first shorter and the last longer.
+    sr : int
+        Output sample rate (the model's).
+
+    Returns
+    -------
+    Iterator[np.ndarray]
+        Non-empty 1-D float32 blocks. Their concatenation equals `load_audio(file, sr)` exactly.
+
+    Raises
+    ------
+    AudioError
+        At the call for a missing or unreadable file or zero-length audio; while iterating for a
+        decoding error (or, on stdin, input that turns out empty).
+    """
+    if block_seconds <= 0:
+        raise ValueError(f"block_seconds must be > 0, got {block_seconds}")
+    src = _open(file)
+    if src.frames == 0:
+        src.close()
+        raise AudioError(f"{src.name}: empty audio (zero length)")
+    return _blocks(src, block_seconds, sr)
+
+
+def _blocks(src, block_seconds: float, sr: int) -> Iterator[np.ndarray]:
+    n = max(1, round(block_seconds * src.samplerate))
+    clean = _Cleaner(src.name)
+    rs = None if src.samplerate == sr else soxr.ResampleStream(src.samplerate, sr, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    seen = 0
+    for x in src.blocks(n):
+        y = _downmix(clean(x, seen / src.samplerate))
+        seen += len(x)
+        if rs is not None:
+            y = rs.resample_chunk(y)
+        if len(y):
+            yield y
+    if seen == 0:
+        raise AudioError(f"{src.name}: empty audio (zero length)")
+    if rs is not None:
+        y = rs.resample_chunk(np.zeros(0, np.float32), last=True)
+        if len(y):
+            yield y
+
+
+def load_audio(file, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read a whole audio file as float32 mono at `sr`.
+
+    Parameters
+    ----------
+    file : str, os.PathLike or binary file object
+        Any format libsndfile reads (wav, flac, ogg, mp3, ...), any rate, any channel count;
+        "-" reads from stdin.
+    sr : int
+        Output sample rate (the model's).
+
+    Returns
+    -------
+    np.ndarray
+        1-D float32 samples (nominally in [-1, 1]).
+
+    Raises
+    ------
+    AudioError
+        Missing, unreadable or empty file; see the module docstring for what is repaired instead.
+    """
+    return np.concatenate(list(iter_audio_blocks(file, block_seconds=60.0, sr=sr)))
+
+
+def audio_duration(file) -> float | None:
+    """Duration in seconds read from the header, without decoding; None for stdin or if unknown."""
+    if not isinstance(file, (str, os.PathLike)) or file == "-":
+        return None
+    with warnings.catch_warnings():  # repairs are reported when the audio is read, not here
+        warnings.simplefilter("ignore", AudioWarning)
+        src = _open(file)
+    try:
+        return None if not src.frames else src.frames / src.samplerate
+    finally:
+        src.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Arrays from API users.
+
+
+def _to_numpy(x) -> np.ndarray:
+    if type(x).__module__.startswith("mlx"):
+        import mlx.core as mx
+
+        if x.dtype == mx.bfloat16:  # numpy has no bfloat16
+            x = x.astype(mx.float32)
+        return np.asarray(x)
+    return np.asarray(x)
+
+
+def prepare_array(x, sr_in: int | None = None, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Turn a numpy/MLX array (or list) of samples into float32 mono at `sr`.
+
+    Parameters
+    ----------
+    x : array-like
+        1-D samples, or 2-D multichannel audio. The **shorter axis is the channel axis**:
+        (frames, channels) as soundfile returns it and (channels, frames) as torch/librosa use both
+        work; a shorter axis longer than `MAX_CHANNELS` is refused as ambiguous. Integer samples are
+        scaled to [-1, 1] (signed by 2**(bits-1); unsigned around their midpoint, like 8-bit WAV);
+        float16/float64/bfloat16 become float32.
+    sr_in : int, optional
+        Rate of `x`; resampled (soxr, high quality) when it differs from `sr`. None means `x` is
+        already at `sr`.
+    sr : int
+        Output sample rate (the model's).
+
+    Returns
+    -------
+    np.ndarray
+        1-D float32, a new array (the input is never modified).
+
+    Raises
+    ------
+    AudioError
+        Empty input, more than two dimensions, ambiguous 2-D shape, or a non-numeric dtype.
+    """
+    a = _to_numpy(x)
+    if a.dtype.kind not in "biuf" or a.dtype.kind == "b":
+        raise AudioError(f"audio array: unsupported dtype {a.dtype} (expected float or integer samples)")
+    if a.ndim == 0 or a.ndim > 2:
+        raise AudioError(f"audio array: expected 1-D samples or 2-D (frames, channels), got shape {a.shape}")
+    if a.ndim == 2:
+        if min(a.shape) > MAX_CHANNELS:
+            raise AudioError(
+                f"audio array: ambiguous shape {a.shape}; pass 1-D mono or (frames, channels) "
+                f"with at most {MAX_CHANNELS} channels"
+            )
+        if a.shape[0] < a.shape[1]:
+            a = a.T  # (channels, frames) -> (frames, channels)
+    if a.size == 0:
+        raise AudioError(f"audio array: empty audio (shape {a.shape})")
+    if a.dtype.kind == "i":
+        a = (a.astype(np.float64) / float(2 ** (8 * a.dtype.itemsize - 1))).astype(np.float32)
+    elif a.dtype.kind == "u":
+        half = float(2 ** (8 * a.dtype.itemsize - 1))
+        a = ((a.astype(np.float64) - half) / half).astype(np.float32)
+    else:
+        a = a.astype(np.float32)  # always a copy: callers keep their array
+    a = a.reshape(len(a), -1)
+    y = _downmix(_Cleaner("audio array")(a))
+    if sr_in is not None and sr_in != sr:
+        if sr_in <= 0:
+            raise AudioError(f"audio array: invalid sample rate {sr_in}")
+        y = soxr.resample(y, sr_in, sr, quality=RESAMPLE_QUALITY)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Model padding (the processor's), read from the checkpoint.
+
+
+def pad_for_model(audio: np.ndarray, sr: int, silence_prefix_s: float, delay_s: float) -> np.ndarray:
+    """Pad as transformers' KyutaiSpeechToTextFeatureExtractor does: zeros, `int(prefix * sr)` on the
+    left and `int((delay + 1.0) * sr)` on the right (the extra second lets the delayed text out)."""
+    pad_left = int(silence_prefix_s * sr)
+    pad_right = int((delay_s + 1.0) * sr)
+    return np.pad(np.asarray(audio, dtype=np.float32), (pad_left, pad_right), mode="constant", constant_values=0.0)
+
+
+_PREPROCESSOR_KEYS = {"audio_silence_prefix_seconds": 0.0, "audio_delay_seconds": 0.0}
+
+
+def read_preprocessor_config(model_dir) -> dict:
+    """The feature extractor's padding settings of a checkpoint directory.
+
+    Looks where transformers does, in its order: the `feature_extractor` (or `audio_processor`) block of
+    `processor_config.json`, then `preprocessor_config.json`. Missing files or keys give 0.0.
+
+    Returns
+    -------
+    dict
+        `audio_silence_prefix_seconds`, `audio_delay_seconds` (floats), and `sampling_rate` (int or None).
+
+    Raises
+    ------
+    ConfigError
+        A file that exists but is not valid JSON, or a value that is not a non-negative number.
+    """
+    model_dir = Path(model_dir)
+    found, source = None, None
+    for fname in ("processor_config.json", "preprocessor_config.json"):
+        path = model_dir / fname
+        if not path.is_file():
+            continue
+        try:
+            d = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        if fname == "processor_config.json":
+            d = d.get("feature_extractor", d.get("audio_processor"))
+            if not isinstance(d, dict):
+                continue
+        found, source = d, path
+        break
+    found = found or {}
+    out = {}
+    for key, default in _PREPROCESSOR_KEYS.items():
+        v = found.get(key)
+        v = default if v is None else v
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise ConfigError(f"{source}: {key} must be a non-negative number, got {v!r}")
+        out[key] = float(v)
+    rate = found.get("sampling_rate")
+    out["sampling_rate"] = int(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else None
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Writing.
+
+
+def write_wav(path, audio: np.ndarray, sr: int = SAMPLE_RATE):
+    """Save float32 samples (1-D, or (frames, channels)) as 16-bit PCM WAV (clipped to [-1, 1])."""
+    sf.write(str(path), np.asarray(audio, dtype=np.float32), sr, subtype="PCM_16", format="WAV")
+
+
+_SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # libsndfile: rewrite the header's sizes after every write
+
+
+class WavWriter:
+    """Incremental 16-bit PCM WAV writer for recordings.
+
+    The header's sizes are rewritten after every `write` (libsndfile's SFC_SET_UPDATE_HEADER_AUTO),
+    so if the process is killed the file on disk is a valid WAV holding everything written so far.
+    `flush()` also asks the OS to commit it to disk.
+
+    Examples
+    --------
+    >>> with WavWriter("rec.wav", 24000) as w:
+    ...     for block in blocks:
+    ...         w.write(block)
+    """
+
+    def __init__(self, path, sr: int = SAMPLE_RATE, channels: int = 1, subtype: str = "PCM_16"):
+        self.path = str(path)
+        try:
+            self._f = sf.SoundFile(self.path, "w", samplerate=sr, channels=channels, subtype=subtype, format="WAV")
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise AudioError(f"{self.path}: cannot open for writing ({getattr(e, 'error_string', e)})") from None
+        try:  # private soundfile API; without it, fall back to a flush per write
+            self._auto = bool(sf._snd.sf_command(self._f._file, _SFC_SET_UPDATE_HEADER_AUTO, sf._ffi.NULL, 1))
+        except AttributeError:
+            self._auto = False
+        self.frames = 0
+
+    def write(self, block: np.ndarray):
+        block = np.asarray(block, dtype=np.float32)
+        self._f.write(block)
+        self.frames += len(block)
+        if not self._auto:
+            self._f.flush()
+
+    def flush(self):
+        self._f.flush()
+
+    def close(self):
+        if not self._f.closed:
+            self._f.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
