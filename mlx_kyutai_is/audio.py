@@ -56,7 +56,7 @@ class AudioWarning(UserWarning):
 class _SndSource:
     """A libsndfile-readable file, path or in-memory buffer."""
 
-    def __init__(self, file, name: str, frames_hint: int | None = None):
+    def __init__(self, file, name: str):
         self.name = name
         try:
             self.f = sf.SoundFile(file)
@@ -66,7 +66,7 @@ class _SndSource:
             raise AudioError(_unreadable(name, str(e))) from None
         self.samplerate = self.f.samplerate
         self.channels = self.f.channels
-        self.frames = self.f.frames if frames_hint is None else frames_hint
+        self.frames = self.f.frames
 
     def blocks(self, n: int) -> Iterator[np.ndarray]:
         try:
@@ -95,7 +95,12 @@ def _unreadable(name: str, why: str) -> str:
 
 # Minimal RIFF/WAVE reader for pipes (libsndfile needs to seek) and for unfinalised headers.
 _WAV_PCM, _WAV_FLOAT, _WAV_EXTENSIBLE = 1, 3, 0xFFFE
-_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # data sizes written by recorders that could not seek back
+
+
+def _unknown_size(size: int) -> bool:
+    """Data sizes written by recorders that could not seek back to fix the header: 0, or a placeholder
+    near 2**31 or 2**32 (sox writes 0x7ffff000, arecord 0x7fffffff, ffmpeg 0xffffffff)."""
+    return size == 0 or size >= 0x7FFF0000
 
 
 class _WavHeader:
@@ -151,7 +156,7 @@ def _parse_wav_header(stream) -> tuple["_WavHeader | None", bytes]:
             if fmt is None:
                 return None, bytes(consumed)
             tag, ch, rate, bits, align = fmt
-            data_size = None if size in _UNKNOWN_SIZES else size
+            data_size = None if _unknown_size(size) else size
             return _WavHeader(tag, ch, rate, bits, align, len(consumed), data_size), bytes(consumed)
         if size > 1 << 24:  # a non-data chunk this large is garbage, not a header
             return None, bytes(consumed)
@@ -261,7 +266,10 @@ def _open_path(path) -> "_SndSource | _WavStreamSource":
 def _open_stdin(stream=None) -> "_SndSource | _WavStreamSource":
     """stdin: a plain PCM/float WAV is streamed as it arrives; anything else is read whole into memory
     (still compressed) and decoded by libsndfile, which needs to seek."""
-    stream = sys.stdin.buffer if stream is None else stream
+    if stream is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise AudioError("<stdin>: no audio piped in (stdin is a terminal); e.g. `sox in.mp3 -t wav - | ...`")
+        stream = sys.stdin.buffer
     header, consumed = _parse_wav_header(stream)
     if header is not None and header.supported:
         return _WavStreamSource(stream, header, "<stdin>")
@@ -350,7 +358,9 @@ def iter_audio_blocks(file, block_seconds: float = BLOCK_SECONDS, sr: int = SAMP
 def _blocks(src, block_seconds: float, sr: int) -> Iterator[np.ndarray]:
     n = max(1, round(block_seconds * src.samplerate))
     clean = _Cleaner(src.name)
-    rs = None if src.samplerate == sr else soxr.ResampleStream(src.samplerate, sr, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+    rs = None
+    if src.samplerate != sr:  # stateful: blockwise output == one-shot soxr.resample, bit for bit
+        rs = soxr.ResampleStream(src.samplerate, sr, 1, dtype="float32", quality=RESAMPLE_QUALITY)
     seen = 0
     for x in src.blocks(n):
         y = _downmix(clean(x, seen / src.samplerate))

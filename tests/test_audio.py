@@ -66,11 +66,18 @@ class NonSeekable(io.RawIOBase):
         return n
 
 
-def fake_stdin(monkeypatch, data: bytes):
+def fake_stdin(monkeypatch, data: bytes, tty: bool = False):
+    raw = NonSeekable(data)
+
     class _Stdin:
-        buffer = io.BufferedReader(NonSeekable(data))
+        buffer = io.BufferedReader(raw, buffer_size=4096)
+
+        @staticmethod
+        def isatty():
+            return tty
 
     monkeypatch.setattr(sys, "stdin", _Stdin)
+    return raw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,6 +105,7 @@ def test_resampled_to_model_rate(tmp_path, sr_in):
 
 
 def test_other_target_rate(tmp_path):
+    assert SAMPLE_RATE == 24000  # the default target; the model config's rate is passed as sr
     p = tmp_path / "a.wav"
     sf.write(p, tone(24000, 1.0), 24000)
     y = load_audio(p, sr=16000)
@@ -197,7 +205,7 @@ def test_truncated_data_is_read_with_a_warning(tmp_path):
     assert_array_equal(y, sf.read(good, dtype="float32")[0][:10000])
 
 
-@pytest.mark.parametrize("size", [0, 0xFFFFFFFF])
+@pytest.mark.parametrize("size", [0, 0x7FFFF000, 0xFFFFFFFF])
 def test_unfinalised_header_reads_to_end(tmp_path, size):
     good = tmp_path / "good.wav"
     x = tone(24000)
@@ -262,6 +270,20 @@ def test_stdin_wav_unknown_length_and_other_formats(tmp_path, monkeypatch):
     fake_stdin(monkeypatch, b"not audio at all" * 10)
     with pytest.raises(AudioError, match="<stdin>"):
         load_audio("-")
+    fake_stdin(monkeypatch, b"", tty=True)
+    with pytest.raises(AudioError, match="stdin is a terminal"):
+        load_audio("-")
+
+
+@pytest.mark.parametrize("size", [0x7FFFF000, 0x7FFFFFFF])
+def test_stdin_placeholder_sizes_end_quietly(tmp_path, monkeypatch, size):
+    """sox/arecord writing to a pipe put a huge placeholder size in the header; EOF is the normal end."""
+    p = tmp_path / "a.wav"
+    sf.write(p, tone(24000, 0.5), 24000, subtype="PCM_16")
+    b = bytearray(p.read_bytes())
+    b[40:44] = struct.pack("<I", size)
+    fake_stdin(monkeypatch, bytes(b))
+    assert_array_equal(load_audio("-"), load_audio(p))  # and no AudioWarning (errors in this module)
 
 
 def test_stdin_through_a_real_pipe(tmp_path):
@@ -301,8 +323,11 @@ def test_blocks_concatenate_to_load_audio(tmp_path, sr_in, channels, block_s):
 def test_blocks_from_stdin(tmp_path, monkeypatch):
     p = tmp_path / "a.wav"
     sf.write(p, tone(44100, 2.0), 44100, subtype="PCM_16")
-    fake_stdin(monkeypatch, p.read_bytes())
-    blocks = list(iter_audio_blocks("-", block_seconds=0.1))
+    raw = fake_stdin(monkeypatch, p.read_bytes())
+    it = iter_audio_blocks("-", block_seconds=0.1)
+    blocks = [next(it)]
+    assert raw.pos < 20000  # a live pipe: the first block comes before the input is read (176 kB)
+    blocks += list(it)
     assert len(blocks) > 10
     assert_array_equal(np.concatenate(blocks), load_audio(p))
 
@@ -462,6 +487,8 @@ def test_write_wav_roundtrip(tmp_path):
     info = sf.info(p)
     assert info.subtype == "PCM_16" and info.samplerate == 24000 and info.channels == 1
     assert_allclose(load_audio(p), x, atol=1 / 32768)
+    write_wav(p, np.array([1.5, -1.5, 0.5], np.float32), 24000)
+    assert_array_equal(sf.read(p, dtype="int16")[0], [32767, -32768, 16384])  # clipped, not wrapped
 
 
 def test_wav_writer_file_valid_at_every_point(tmp_path):
