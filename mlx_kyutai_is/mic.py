@@ -87,7 +87,8 @@ def resolve_device(device: int | str | None):
     try:
         info = sd.query_devices(device, "input")
     except ValueError as e:  # no (unique) match, or not an input device
-        raise DeviceError(f"{str(e).splitlines()[0].rstrip('.:')}; {hint}") from None
+        why = str(e).splitlines()[0].rstrip(".:")
+        raise DeviceError(f"{why[:1].lower()}{why[1:]}; {hint}") from None
     except sd.PortAudioError:
         what = "no default input device" if device is None else f"no input device {device!r}"
         raise DeviceError(f"{what}; {hint}") from None
