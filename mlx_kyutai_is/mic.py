@@ -571,6 +571,7 @@ def run_mic(
     frame_s = source.block_size / source.sample_rate
     max_frames = max(1, round(max_lag / frame_s))
 
+    stream = stt.stream(task=task, **(stream_kwargs or {}))
     tfile = TranscriptFile(output, tasks) if output is not None else None
     recorder = _Recorder(save_audio, source.sample_rate) if save_audio is not None else None
     capture = _Capture(max_frames, source.realtime, recorder)
@@ -600,7 +601,7 @@ def run_mic(
             display.message("warning: " + "; ".join(parts), file=log)
             last_warn, warned = now, counts
 
-    with stt.stream(task=task, **(stream_kwargs or {})) as stream, stopper.installed():
+    with stream, stopper.installed():
         try:
             source.start(capture)
             print("listening... (Ctrl-C to stop)", file=log, flush=True)
@@ -639,11 +640,14 @@ def run_mic(
             result.transcripts = stream.transcripts()
         except Exception as e:
             error = error or e
+        if tfile is not None:
+            try:
+                result.files += tfile.finish(result.transcripts)
+            except Exception as e:
+                error = error or e
         if recorder is not None:
             recorder.close()
             result.files.append(Path(save_audio))
-        if tfile is not None:
-            result.files = tfile.finish(result.transcripts) + result.files
 
     result.seconds = capture.samples / source.sample_rate
     result.frames = capture.frames
