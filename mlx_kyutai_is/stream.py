@@ -1,0 +1,297 @@
+# Copyright © 2026 mlx-kyutai-is contributors
+"""Streaming decoding: audio chunks -> Mimi codes -> one LM step per 80 ms frame -> words.
+
+The fine-tune's protocol (model card):
+- step 0 reads the text BOS and the audio BOS on every codebook; step t > 0 reads the text token
+  chosen at step t-1 and the codes of audio frame t-1;
+- the first 4 generated tokens are forced to the task prefix, the next `pad_steps` to pad
+  (otherwise the model may end the utterance early and go silent); then greedy argmax;
+- text comes out ~5 s after the audio it transcribes, so the end of a stream is flushed by
+  feeding silence as fast as compute allows.
+
+Timestamps: a token emitted at step s is dated ``s * frame_s - text_delay - silence_prefix``
+seconds of the input audio (frame_s = 0.08 s), clamped to [0, duration]. A word starts at its first
+piece's step and ends one step after its last piece. This is the rule of Kyutai's Rust server
+(`(step_idx - asr_delay_in_tokens) / frame_rate`) with the silence prefix we add taken off.
+"""
+
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import numpy as np
+
+# The task prompts of the fine-tune: forced as the first 4 generated text tokens (model card).
+TASK_PREFIXES = {
+    "is": [9318, 8002, 8003, 9193],  # <is>: Icelandic speech -> Icelandic text
+    "en": [9318, 8032, 8015, 9193],  # <en>: Icelandic speech -> English text
+}
+TASKS = ("is", "en", "both")
+DEFAULT_PAD_STEPS = 12
+# The fine-tune was trained with a ~5 s text delay (model card); used only to date words.
+DEFAULT_TEXT_DELAY_S = 5.0
+# The model card's recipe appends 5 s of silence so the delayed words come out.
+DEFAULT_TRAILING_SILENCE_S = 5.0
+
+
+def task_list(task: str) -> list[str]:
+    if task == "both":
+        return ["is", "en"]
+    if task not in TASK_PREFIXES:
+        raise ValueError(f"unknown task {task!r}: choose one of {', '.join(TASKS)}")
+    return [task]
+
+
+@dataclass
+class Word:
+    text: str
+    start: float
+    end: float
+    task: str
+    tokens: list[int] = field(default_factory=list)
+
+
+class Decoder:
+    """The LM half of the protocol for a batch of tasks sharing one audio stream."""
+
+    def __init__(self, lm, tasks: list[str], pad_steps: int = DEFAULT_PAD_STEPS):
+        self.lm = lm
+        self.args = lm.args
+        self.tasks = tasks
+        self.pad_steps = pad_steps
+        self._prefixes = mx.array([TASK_PREFIXES[t] for t in tasks], dtype=mx.int32)
+        self._audio_bos = mx.full((len(tasks), self.args.num_codebooks), self.args.audio_bos_token_id, mx.int32)
+        self.reset()
+
+    def reset(self):
+        self.cache = self.lm.make_cache()
+        self.step_index = 0
+        self._prev = mx.full((len(self.tasks),), self.args.bos_token_id, mx.int32)
+
+    def step(self, codes: mx.array | None) -> mx.array:
+        """Run one LM step on the codes of the previous frame (None at step 0); returns the chosen
+        text token of each task, lazily (B,) int32 — the caller decides when to sync."""
+        B = len(self.tasks)
+        if codes is None:
+            audio = self._audio_bos
+        else:
+            audio = mx.broadcast_to(codes[None, : self.args.num_codebooks].astype(mx.int32), (B, self.args.num_codebooks))
+        x = mx.concatenate([self._prev[:, None], audio], axis=1)[:, None]
+        logits = self.lm(x, self.cache)[:, -1]
+        t = self.step_index
+        if t < self._prefixes.shape[1]:
+            token = self._prefixes[:, t]
+        elif t < self._prefixes.shape[1] + self.pad_steps:
+            token = mx.full((B,), self.args.pad_token_id, mx.int32)
+        else:
+            token = mx.argmax(logits, axis=-1).astype(mx.int32)
+        # Forced steps still fill the cache: evaluate it with the token.
+        self._pending = [token] + [c.keys for c in self.cache]
+        self._prev = token
+        self.step_index += 1
+        return token
+
+    def schedule(self):
+        mx.async_eval(self._pending)
+
+    @property
+    def prefix_len(self) -> int:
+        return self._prefixes.shape[1]
+
+
+class WordAssembler:
+    """Groups one task's text tokens into words as they are emitted."""
+
+    def __init__(self, tokenizer, task: str, time_of_step):
+        self.tokenizer = tokenizer
+        self.task = task
+        self.time_of_step = time_of_step
+        self.tokens: list[int] = []  # every generated token, prefix included
+        self.words: list[Word] = []
+        self._current: list[tuple[int, int]] = []  # (token, step) of the word being built
+        self.skip = 0  # leading tokens (the task prefix) that are not transcript
+
+    def push(self, token: int, step: int) -> list[Word]:
+        self.tokens.append(token)
+        if len(self.tokens) <= self.skip or self.tokenizer.is_special(token):
+            return []
+        done = []
+        if self.tokenizer.is_word_start(token) and self._current:
+            done.append(self._close())
+        self._current.append((token, step))
+        return done
+
+    def _close(self) -> Word:
+        toks = [t for t, _ in self._current]
+        start = self.time_of_step(self._current[0][1])
+        end = max(start, self.time_of_step(self._current[-1][1] + 1))
+        self._current = []
+        word = Word(self.tokenizer.decode(toks).strip(), start, end, self.task, toks)
+        self.words.append(word)
+        return word
+
+    def flush(self) -> list[Word]:
+        return [self._close()] if self._current else []
+
+    @property
+    def partial(self) -> str:
+        return self.tokenizer.decode([t for t, _ in self._current]).strip()
+
+    @property
+    def text(self) -> str:
+        return self.tokenizer.decode(self.tokens[self.skip :])
+
+
+class Stream:
+    """Live transcription of one audio stream: `feed()` chunks, read words, `flush()` at the end.
+
+    Use as ``with stt.stream(task="en") as s: words = s.feed(samples)``; leaving the block flushes.
+    `task="both"` decodes Icelandic and English as a batch of 2 sharing the same Mimi codes.
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        task: str = "is",
+        *,
+        silence_prefix: float = 0.0,
+        delay: float = 0.0,
+        pad_steps: int = DEFAULT_PAD_STEPS,
+        text_delay: float = DEFAULT_TEXT_DELAY_S,
+        trailing_silence: float = DEFAULT_TRAILING_SILENCE_S,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.task = task
+        self.tasks = task_list(task)
+        self.sample_rate = model.args.sample_rate
+        self.frame_size = model.args.frame_size
+        self.silence_prefix = silence_prefix
+        self.delay = delay
+        self.text_delay = text_delay
+        self.trailing_silence = trailing_silence
+        self.decoder = Decoder(model.lm, self.tasks, pad_steps)
+        self.reset()
+
+    # -- state -------------------------------------------------------------------------------
+    def reset(self):
+        """Start a fresh utterance: new Mimi and LM state, same weights."""
+        self.decoder.reset()
+        self.mimi_state = self.model.mimi.make_state(1)
+        self.samples_in = 0  # input samples fed by the user
+        self._padded_in = 0  # samples fed to Mimi, the silence prefix and flush padding included
+        self._frames = 0  # Mimi frames received
+        self._started = False
+        self._flushed = False
+        self.assemblers = {t: WordAssembler(self.tokenizer, t, self._time_of_step) for t in self.tasks}
+        for a in self.assemblers.values():
+            a.skip = self.decoder.prefix_len
+
+    def _time_of_step(self, step: int) -> float:
+        t = step * self.frame_size / self.sample_rate - self.text_delay - self.silence_prefix
+        return float(min(max(t, 0.0), self.duration))
+
+    @property
+    def duration(self) -> float:
+        return self.samples_in / self.sample_rate
+
+    @property
+    def steps(self) -> int:
+        return self.decoder.step_index
+
+    @property
+    def words(self) -> dict[str, list[Word]]:
+        return {t: a.words for t, a in self.assemblers.items()}
+
+    @property
+    def partials(self) -> dict[str, str]:
+        return {t: a.partial for t, a in self.assemblers.items()}
+
+    @property
+    def partial(self) -> str:
+        return self.assemblers[self.tasks[0]].partial
+
+    # -- decoding ----------------------------------------------------------------------------
+    def _encode(self, samples: np.ndarray) -> mx.array:
+        self._padded_in += len(samples)
+        if len(samples) == 0:
+            return mx.zeros((0, self.model.args.mimi.num_quantizers), mx.int32)
+        codes = self.model.mimi.encode_step(mx.array(samples, dtype=mx.float32)[None], self.mimi_state)
+        return codes[0]
+
+    def _run(self, codes: mx.array, n_steps: int) -> list[Word]:
+        """LM steps for the first `n_steps` frames of `codes` (frame f feeds step f + 1; step 0,
+        the first time, reads the BOS inputs). One host sync per step, taken only after the next
+        step has been queued (mx.async_eval), so the device never waits for Python."""
+        inputs = [codes[i] for i in range(min(max(n_steps, 0), codes.shape[0]))]
+        if not self._started:
+            inputs.insert(0, None)
+            self._started = True
+        out, prev = [], None
+        for c in inputs:
+            current = (self.decoder.step_index, self.decoder.step(c))
+            self.decoder.schedule()
+            if prev is not None:
+                out += self._emit(*prev)
+            prev = current
+        if prev is not None:
+            out += self._emit(*prev)
+        return out
+
+    def _emit(self, step: int, token: mx.array) -> list[Word]:
+        out = []
+        for task, tok in zip(self.tasks, token.tolist()):
+            out += self.assemblers[task].push(tok, step)
+        return out
+
+    def feed(self, samples) -> list[Word]:
+        """Feed mono float32 samples at the model rate; returns the words that became final."""
+        if self._flushed:
+            raise RuntimeError("stream already flushed: call reset() to start a new utterance")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if not np.isfinite(samples).all():
+            samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
+        head = []
+        if self._padded_in == 0:
+            head = [np.zeros(int(self.silence_prefix * self.sample_rate), np.float32)]
+        self.samples_in += len(samples)
+        codes = self._encode(np.concatenate(head + [samples]))
+        self._frames += codes.shape[0]
+        return self._run(codes, codes.shape[0])
+
+    def flush(self) -> list[Word]:
+        """Feed the trailing silence and the processor's right padding at full speed, then emit
+        every pending word. The total number of steps is floor(padded samples / frame size), as
+        in transformers' generate."""
+        if self._flushed:
+            return []
+        tail = int(self.trailing_silence * self.sample_rate) + int((self.delay + 1.0) * self.sample_rate)
+        if self._padded_in == 0:
+            tail += int(self.silence_prefix * self.sample_rate)
+        total_steps = (self._padded_in + tail) // self.frame_size
+        codes = self._encode(np.zeros(tail, np.float32))
+        self._frames += codes.shape[0]
+        # Steps run so far: 1 + frames before; the recipe runs `total_steps` in all.
+        remaining = total_steps - self.decoder.step_index
+        words = self._run(codes, remaining - (0 if self._started else 1))
+        self._flushed = True
+        for a in self.assemblers.values():
+            words += a.flush()
+        return words
+
+    # -- results -----------------------------------------------------------------------------
+    def transcripts(self) -> dict:
+        from .transcribe import Transcript
+
+        return {
+            t: Transcript(text=a.text.strip(), words=list(a.words), task=t, duration=self.duration, tokens=list(a.tokens))
+            for t, a in self.assemblers.items()
+        }
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if exc[0] is None:
+            self.flush()
+        return False

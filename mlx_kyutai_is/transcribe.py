@@ -1,0 +1,145 @@
+# Copyright © 2026 mlx-kyutai-is contributors
+"""One-shot transcription of files and arrays, and the `STT` object that `load()` returns."""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .stream import (
+    DEFAULT_PAD_STEPS,
+    DEFAULT_TEXT_DELAY_S,
+    DEFAULT_TRAILING_SILENCE_S,
+    Stream,
+    Word,
+    task_list,
+)
+
+# Audio is fed to the stream in blocks this long: Mimi encodes a block in one batched call
+# and a long file is never held in memory whole.
+BLOCK_SECONDS = 10.0
+
+
+@dataclass
+class Transcript:
+    """The result of one task over one input.
+
+    `text` is the decoded transcript (the task prefix left out), `words` carry `start`/`end` in
+    seconds of the input audio, `tokens` are every generated text id, the 4 prefix ids included.
+    """
+
+    text: str
+    words: list[Word] = field(default_factory=list)
+    task: str = "is"
+    duration: float = 0.0
+    tokens: list[int] = field(default_factory=list)
+
+
+class STT:
+    """A loaded speech-to-text model: `transcribe()` files and arrays, or `stream()` live audio."""
+
+    def __init__(self, model, tokenizer, preprocessor: dict | None = None, path: str | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.path = path
+        pre = preprocessor or {}
+        self.silence_prefix = float(pre.get("audio_silence_prefix_seconds", 0.0))
+        self.delay = float(pre.get("audio_delay_seconds", 0.0))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.args.sample_rate
+
+    def stream(
+        self,
+        task: str = "is",
+        *,
+        pad_steps: int = DEFAULT_PAD_STEPS,
+        text_delay: float = DEFAULT_TEXT_DELAY_S,
+        trailing_silence: float = DEFAULT_TRAILING_SILENCE_S,
+    ) -> Stream:
+        """A live stream; see `Stream`. `trailing_silence` is what `flush()` feeds before the
+        processor's right padding (the model card's recipe uses 5 s)."""
+        return Stream(
+            self.model,
+            self.tokenizer,
+            task,
+            silence_prefix=self.silence_prefix,
+            delay=self.delay,
+            pad_steps=pad_steps,
+            text_delay=text_delay,
+            trailing_silence=trailing_silence,
+        )
+
+    def transcribe(
+        self,
+        audio,
+        task: str = "is",
+        *,
+        sr: int | None = None,
+        verbose: bool = False,
+        progress=None,
+        **stream_options,
+    ):
+        """Transcribe a file path ("-" for stdin) or an array of samples.
+
+        By default this reproduces the model card's transformers recipe exactly: 5 s of silence
+        appended, the processor's left/right padding, greedy decoding with the task prefix and
+        12 forced pad steps.
+
+        Parameters
+        ----------
+        audio : str, Path or array
+            A file (any format soundfile reads, any rate and channel count), or samples
+            (1-D, or 2-D with channels on the shorter axis) at rate `sr` (default: the model rate).
+        task : {"is", "en", "both"}
+        verbose : bool
+            Print words as they are decoded.
+        progress : callable, optional
+            Called as ``progress(seconds_done, total_seconds)``.
+
+        Returns
+        -------
+        Transcript, or dict[str, Transcript] for task="both".
+        """
+        from .audio import iter_audio_blocks, prepare_array
+
+        tasks = task_list(task)
+        rate = self.sample_rate
+        if isinstance(audio, (str, Path)):
+            blocks = iter_audio_blocks(audio, block_seconds=BLOCK_SECONDS, sr=rate)
+            total = None
+        else:
+            samples = prepare_array(audio, sr_in=sr or rate, sr=rate)
+            step = int(BLOCK_SECONDS * rate)
+            blocks = (samples[i : i + step] for i in range(0, len(samples), step))
+            total = len(samples) / rate
+        stream = self.stream(task, **stream_options)
+        for block in blocks:
+            words = stream.feed(block)
+            if verbose:
+                _print_words(words, len(tasks) > 1)
+            if progress is not None:
+                progress(stream.duration, total)
+        words = stream.flush()
+        if verbose:
+            _print_words(words, len(tasks) > 1)
+        if progress is not None:
+            progress(stream.duration, total)
+        results = stream.transcripts()
+        return results if task == "both" else results[task]
+
+
+def _print_words(words, show_task: bool):
+    for w in words:
+        tag = f"[{w.task}] " if show_task else ""
+        print(f"{tag}[{w.start:7.2f} -> {w.end:7.2f}] {w.text}", file=sys.stdout, flush=True)
+
+
+def transcribe(audio, *, model="mideind/kyutai-stt-1b-is-en", task: str = "is", **options):
+    """Transcribe `audio` with `model` (an `STT`, a model directory or a hub id)."""
+    from . import load
+
+    stt = model if isinstance(model, STT) else load(model)
+    return stt.transcribe(audio, task=task, **options)
