@@ -15,10 +15,15 @@ piece's step and ends one step after its last piece. This is the rule of Kyutai'
 (`(step_idx - asr_delay_in_tokens) / frame_rate`) with the silence prefix we add taken off.
 """
 
+import logging
 from dataclasses import dataclass, field
 
 import mlx.core as mx
 import numpy as np
+
+from .watchdog import StallWatchdog
+
+log = logging.getLogger("mlx_kyutai_is")
 
 # The task prompts of the fine-tune: forced as the first 4 generated text tokens (model card).
 TASK_PREFIXES = {
@@ -105,14 +110,17 @@ class WordAssembler:
         self.tokenizer = tokenizer
         self.task = task
         self.time_of_step = time_of_step
-        self.tokens: list[int] = []  # every generated token, prefix included
+        self.tokens: list[int] = []  # every generated token, task prefix included
+        self.text_tokens: list[int] = []  # the transcript's tokens: prefixes left out
         self.words: list[Word] = []
-        self._current: list[tuple[int, int]] = []  # (token, step) of the word being built
-        self.skip = 0  # leading tokens (the task prefix) that are not transcript
+        self._current: list[tuple[int, int]] = []  # (token, clock) of the word being built
 
-    def push(self, token: int, step: int) -> list[Word]:
+    def push(self, token: int, step: int, prefix: bool = False) -> list[Word]:
         self.tokens.append(token)
-        if len(self.tokens) <= self.skip or self.tokenizer.is_special(token):
+        if prefix:
+            return []
+        self.text_tokens.append(token)
+        if self.tokenizer.is_special(token):
             return []
         done = []
         if self.tokenizer.is_word_start(token) and self._current:
@@ -138,7 +146,7 @@ class WordAssembler:
 
     @property
     def text(self) -> str:
-        return self.tokenizer.decode(self.tokens[self.skip :])
+        return self.tokenizer.decode(self.text_tokens)
 
 
 class Stream:
@@ -159,8 +167,10 @@ class Stream:
         pad_steps: int = DEFAULT_PAD_STEPS,
         text_delay: float = DEFAULT_TEXT_DELAY_S,
         trailing_silence: float = DEFAULT_TRAILING_SILENCE_S,
+        watchdog: "StallWatchdog | None" = None,
     ):
         self.model = model
+        self.watchdog = watchdog
         self.tokenizer = tokenizer
         self.task = task
         self.tasks = task_list(task)
@@ -183,11 +193,25 @@ class Stream:
         self._frames = 0  # Mimi frames received
         self._started = False
         self._flushed = False
+        self._frames_read = 0  # Mimi frames the LM has read
+        self.recoveries: list[tuple[float, str]] = []
         self.assemblers = {t: WordAssembler(self.tokenizer, t, self._time_of_step) for t in self.tasks}
-        for a in self.assemblers.values():
-            a.skip = self.decoder.prefix_len
+        if self.watchdog is not None:
+            self.watchdog.reset()
+
+    def recover(self, reason: str) -> list[Word]:
+        """Re-prime the LM after a stall: finish the pending word, reset the LM state and send the
+        task prefix again. Weights and the audio (Mimi) state are kept; the clock goes on."""
+        words = [w for a in self.assemblers.values() for w in a.flush()]
+        self.decoder.reset()
+        self._started = False
+        self.recoveries.append((self.duration, reason))
+        log.warning("stream stalled at %.1f s (%s): LM state reset and re-primed", self.duration, reason)
+        return words
 
     def _time_of_step(self, step: int) -> float:
+        # `step` is the stream clock: the number of frames read by the LM when it chose the token
+        # (+1 for the frame it just read); without a recovery it equals the LM step index.
         t = step * self.frame_size / self.sample_rate - self.text_delay - self.silence_prefix
         return float(min(max(t, 0.0), self.duration))
 
@@ -229,7 +253,10 @@ class Stream:
             self._started = True
         out, prev = [], None
         for c in inputs:
-            current = (self.decoder.step_index, self.decoder.step(c))
+            if c is not None:
+                self._frames_read += 1
+            prefix = self.decoder.step_index < self.decoder.prefix_len
+            current = (self._frames_read, self.decoder.step(c), prefix)
             self.decoder.schedule()
             if prev is not None:
                 out += self._emit(*prev)
@@ -238,10 +265,10 @@ class Stream:
             out += self._emit(*prev)
         return out
 
-    def _emit(self, step: int, token: mx.array) -> list[Word]:
+    def _emit(self, clock: int, token: mx.array, prefix: bool) -> list[Word]:
         out = []
         for task, tok in zip(self.tasks, token.tolist()):
-            out += self.assemblers[task].push(tok, step)
+            out += self.assemblers[task].push(tok, clock, prefix)
         return out
 
     def feed(self, samples) -> list[Word]:
@@ -257,7 +284,11 @@ class Stream:
         self.samples_in += len(samples)
         codes = self._encode(np.concatenate(head + [samples]))
         self._frames += codes.shape[0]
-        return self._run(codes, codes.shape[0])
+        words = self._run(codes, codes.shape[0])
+        if self.watchdog is not None and (reason := self.watchdog.observe(samples, words)):
+            words += self.recover(reason)
+            self.watchdog.reset()
+        return words
 
     def flush(self) -> list[Word]:
         """Feed the trailing silence and the processor's right padding at full speed, then emit
@@ -268,12 +299,11 @@ class Stream:
         tail = int(self.trailing_silence * self.sample_rate) + int((self.delay + 1.0) * self.sample_rate)
         if self._padded_in == 0:
             tail += int(self.silence_prefix * self.sample_rate)
-        total_steps = (self._padded_in + tail) // self.frame_size
         codes = self._encode(np.zeros(tail, np.float32))
         self._frames += codes.shape[0]
-        # Steps run so far: 1 + frames before; the recipe runs `total_steps` in all.
-        remaining = total_steps - self.decoder.step_index
-        words = self._run(codes, remaining - (0 if self._started else 1))
+        # Every frame so far fed one step after the BOS step; generate runs floor(padded samples /
+        # frame size) steps in all, so the last frame is never read.
+        words = self._run(codes, codes.shape[0] - 1)
         self._flushed = True
         for a in self.assemblers.values():
             words += a.flush()

@@ -15,6 +15,7 @@ from .stream import (
     Word,
     task_list,
 )
+from .watchdog import StallWatchdog
 
 # Audio is fed to the stream in blocks this long: Mimi encodes a block in one batched call
 # and a long file is never held in memory whole.
@@ -58,9 +59,14 @@ class STT:
         pad_steps: int = DEFAULT_PAD_STEPS,
         text_delay: float = DEFAULT_TEXT_DELAY_S,
         trailing_silence: float = DEFAULT_TRAILING_SILENCE_S,
+        watchdog: "bool | StallWatchdog" = False,
     ) -> Stream:
         """A live stream; see `Stream`. `trailing_silence` is what `flush()` feeds before the
-        processor's right padding (the model card's recipe uses 5 s)."""
+        processor's right padding (the model card's recipe uses 5 s). `watchdog=True` re-primes
+        the LM when it stalls (see `watchdog.StallWatchdog`); off by default so that results are
+        exactly the reference recipe's."""
+        if watchdog is True:
+            watchdog = StallWatchdog(frame_size=self.model.args.frame_size, sample_rate=self.sample_rate)
         return Stream(
             self.model,
             self.tokenizer,
@@ -70,6 +76,7 @@ class STT:
             pad_steps=pad_steps,
             text_delay=text_delay,
             trailing_silence=trailing_silence,
+            watchdog=watchdog or None,
         )
 
     def transcribe(
