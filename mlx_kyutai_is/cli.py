@@ -10,10 +10,12 @@ one line on stderr and a non-zero exit; `--debug` (or MLX_KYUTAI_IS_DEBUG=1) sho
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
+from . import DEFAULT_MODEL
+
 PROG = "mlx-kyutai-is"
-DEFAULT_MODEL = "mideind/kyutai-stt-1b-is-en"
 TASKS = ("is", "en", "both")
 FORMATS = ("txt", "srt", "vtt", "json", "all")
 DEBUG_ENV = "MLX_KYUTAI_IS_DEBUG"
@@ -43,10 +45,10 @@ class UserError(Exception):
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' layout; shows defaults, except the empty ones (None, off)."""
+    """Keeps the examples' layout; shows defaults, except None and those of on/off flags."""
 
     def _get_help_string(self, action):
-        if action.default in (None, False):
+        if action.default is None or action.nargs == 0:  # flags: the help says what they do
             return action.help
         return super()._get_help_string(action)
 
@@ -163,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="when the model falls this far behind real time, drop audio instead of falling further behind "
         "(the recording keeps everything)",
     )
+    p.add_argument(
+        "--no-watchdog",
+        dest="watchdog",
+        action="store_false",
+        help="do not re-prime the model when it stalls (no words while someone speaks, or one word repeated)",
+    )
     p.add_argument("--input-file", default=None, metavar="FILE", help=argparse.SUPPRESS)  # replay a file as the mic
     p.add_argument("--unpaced", action="store_true", help=argparse.SUPPRESS)  # ... as fast as the model goes
     p.set_defaults(func=cmd_mic)
@@ -186,19 +194,48 @@ def _version() -> str:
 def _load(args):
     from . import load
 
+    if sys.stderr.isatty():  # the first run downloads ~2.4 GB: say what is happening
+        print(f"loading {args.model} ...", file=sys.stderr, flush=True)
     return load(args.model, quantize=args.quantize)
 
 
-def _print_result(result, name: str | None, file=sys.stdout):
+def _print_result(result, name: str | None):
     """The transcript on stdout: plain text for one file, `name: text` when there are several."""
     items = result.items() if isinstance(result, dict) else [(None, result)]
     for task, t in items:
         label = " ".join(x for x in (name and f"{name}:", task and f"[{task}]") if x)
-        print(f"{label} {t.text.strip()}" if label else t.text.strip(), file=file, flush=True)
+        print(f"{label} {t.text.strip()}" if label else t.text.strip(), flush=True)
+
+
+def _open_input(file: str):
+    """Check an input before any model work: (what to give `STT.transcribe`, seconds).
+
+    Files are streamed by the transcriber; stdin (and a file whose header has no length) is
+    read here. Raises `AudioError` (one line, naming the file) for missing, unreadable or empty
+    audio."""
+    from .audio import SAMPLE_RATE, audio_duration, load_audio
+
+    if file != "-" and (seconds := audio_duration(file)):
+        return file, seconds
+    samples = load_audio(file, sr=SAMPLE_RATE)
+    return samples, len(samples) / SAMPLE_RATE
+
+
+@contextmanager
+def _progress_bar(desc: str, seconds: float, enabled: bool):
+    """A tqdm bar over the audio seconds of one file (stderr, on a terminal); yields the
+    ``progress(seconds_done, total)`` callback `STT.transcribe` takes, or None."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=round(seconds, 1), unit="s", desc=desc, leave=False, file=sys.stderr) as bar:
+        yield lambda done, total=None: bar.update(round(min(done, seconds), 1) - bar.n)
 
 
 def cmd_transcribe(args) -> int:
-    from .audio import SAMPLE_RATE, load_audio
+    from .audio import SAMPLE_RATE
     from .writers import get_writer
 
     Path(args.output_dir).mkdir(parents=True, exist_ok=True)
@@ -209,68 +246,37 @@ def cmd_transcribe(args) -> int:
         max_line_count=args.max_line_count,
         max_duration=args.max_cue_duration,
     )
+    several = len(args.audio) > 1
     stt, failed, names = None, 0, {}
-    progress = _Progress(len(args.audio), disable=args.verbose)
-    for file in args.audio:
-        name = "stdin" if file == "-" else Path(file).stem
+    for i, file in enumerate(args.audio, start=1):
         try:
-            audio = load_audio(file, sr=SAMPLE_RATE)
+            audio, seconds = _open_input(file)
         except Exception as e:
             _error(e, prefix="" if file in str(e) or file == "-" else f"{file}: ")
             failed += 1
             continue
         if stt is None:  # only now: a run with nothing readable never waits for the model
             stt = _load(args)
+        name = "stdin" if file == "-" else Path(file).stem
         if name in names:
             _warn(f"{file} and {names[name]} both write {name}.*; the later one overwrites")
         names[name] = file
+        desc = f"[{i}/{len(args.audio)}] {Path(file).name}" if several else Path(file).name
+        if args.verbose and several:
+            print(f"{file}:", flush=True)
         try:
-            with progress.file(file, len(audio) / SAMPLE_RATE) as callback:
-                result = stt.transcribe(audio, task=args.task, sr=SAMPLE_RATE, verbose=args.verbose, progress=callback)
+            with _progress_bar(desc, seconds, enabled=not args.verbose) as progress:
+                result = stt.transcribe(audio, task=args.task, sr=SAMPLE_RATE, verbose=args.verbose, progress=progress)
             writer(result, name)
         except Exception as e:
-            _error(e, prefix=f"{file}: ")
+            _error(e, prefix="" if file in str(e) else f"{file}: ")
             failed += 1
             continue
         if not args.verbose:
-            _print_result(result, file if len(args.audio) > 1 else None)
-    progress.close()
-    if failed and len(args.audio) > 1:
+            _print_result(result, file if several else None)
+    if failed and several:
         _warn(f"{failed} of {len(args.audio)} files failed")
     return 1 if failed else 0
-
-
-class _Progress:
-    """A tqdm bar over the audio seconds of each file (on a terminal only)."""
-
-    def __init__(self, n_files: int, disable: bool = False):
-        self.n_files, self.done = n_files, 0
-        self.disable = disable or not sys.stderr.isatty()
-        self.bar = None
-
-    def file(self, name: str, seconds: float):
-        from contextlib import contextmanager
-
-        @contextmanager
-        def ctx():
-            if self.disable:
-                yield None
-                return
-            from tqdm import tqdm
-
-            self.done += 1
-            desc = f"[{self.done}/{self.n_files}] {Path(name).name}" if self.n_files > 1 else Path(name).name
-            with tqdm(total=round(seconds, 2), unit="s", desc=desc, leave=False, file=sys.stderr) as bar:
-
-                def callback(done_seconds: float, total: float | None = None):
-                    bar.update(round(min(done_seconds, bar.total) - bar.n, 2))
-
-                yield callback
-
-        return ctx()
-
-    def close(self):
-        pass
 
 
 def cmd_mic(args) -> int:
@@ -288,11 +294,18 @@ def cmd_mic(args) -> int:
     else:
         device = mic.resolve_device(args.device)  # before loading the model: fail fast
         source = None
-    print(f"loading {args.model} ...", file=sys.stderr, flush=True)
     stt = _load(args)
     if source is None:
         source = mic.SoundDeviceSource(device, sample_rate=stt.sample_rate)
-    mic.run_mic(stt, args.task, source, output=args.output, save_audio=args.save_audio, max_lag=args.max_lag)
+    mic.run_mic(
+        stt,
+        args.task,
+        source,
+        output=args.output,
+        save_audio=args.save_audio,
+        max_lag=args.max_lag,
+        stream_kwargs={"watchdog": args.watchdog},
+    )
     return 0
 
 
