@@ -3,13 +3,15 @@
 
 Each 80 ms step reads one text token and the 32 Mimi codes of one audio frame, sums their
 embeddings from one fused table, runs pre-norm layers with RoPE and sliding-window attention,
-and predicts the next text token.
+and predicts the next text token. The arithmetic follows transformers'
+`KyutaiSpeechToTextForConditionalGeneration` stepping through its sliding-window cache.
 """
 
 import mlx.core as mx
 import mlx.nn as nn
+from mlx_lm.models.base import create_causal_mask
 
-from .cache import RotatingKVCache, window_mask
+from .cache import RotatingKVCache
 from .config import LmArgs
 
 
@@ -20,13 +22,21 @@ class Attention(nn.Module):
         self.n_kv_heads = args.num_key_value_heads
         self.head_dim = args.head_dim
         self.scale = self.head_dim**-0.5
-        self.window = args.sliding_window
         self.q_proj = nn.Linear(args.hidden_size, self.n_heads * self.head_dim, bias=False)
         self.k_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=False)
         self.v_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=False)
-        # transformers stores q/k permuted for rotate-half RoPE, hence traditional=False.
-        self.rope = nn.RoPE(self.head_dim, traditional=False, base=args.rope_theta)
+        # RoPE wavelengths as transformers computes them (theta ** (2i / d) in float32). mx.fast.rope's
+        # own `base` path derives them differently and the angles drift apart as positions grow
+        # (3e-3 at step 10 000, 5e-2 at 200 000 in float32); these match transformers at any position.
+        with mx.stream(mx.cpu):
+            self._freqs = args.rope_theta ** (mx.arange(0, self.head_dim, 2, dtype=mx.float32) / self.head_dim)
+            mx.eval(self._freqs)
+
+    def rope(self, x: mx.array, offset: int | mx.array = 0) -> mx.array:
+        """Rotate-half RoPE on (B, heads, T, head_dim) at positions offset.. (transformers stores
+        q/k permuted for rotate-half, hence traditional=False; Kyutai's own layout is traditional)."""
+        return mx.fast.rope(x, self.head_dim, traditional=False, base=None, scale=1.0, offset=offset, freqs=self._freqs)
 
     def __call__(self, x: mx.array, cache=None, mask=None) -> mx.array:
         B, T, _ = x.shape
@@ -34,8 +44,8 @@ class Attention(nn.Module):
         k = self.k_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         v = self.v_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
         offset = cache.offset if cache is not None else 0
-        q = self.rope(q, offset=offset)
-        k = self.rope(k, offset=offset)
+        q = self.rope(q, offset)
+        k = self.rope(k, offset)
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
@@ -52,11 +62,13 @@ class GatedMLP(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         gate, value = mx.split(self.fc1(x), 2, axis=-1)
-        return self.fc2(nn.silu(gate) * value)
+        # SiLU in float32, rounded once, as torch's bf16 kernel does (x * sigmoid(x) in bf16 rounds twice).
+        gate = nn.silu(gate.astype(mx.float32)).astype(value.dtype)
+        return self.fc2(gate * value)
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in float32 and cast back, as transformers' MoshiRMSNorm."""
+    """RMSNorm computed in float32 and cast back, as transformers' KyutaiSpeechToTextRMSNorm."""
 
     def __init__(self, dims: int, eps: float):
         super().__init__()
@@ -82,8 +94,18 @@ class DecoderLayer(nn.Module):
 
 
 class LM(nn.Module):
+    """The text decoder: (text token + 32 audio codes) per step -> next-text-token logits.
+
+    Parameters
+    ----------
+    args : LmArgs
+        The language-model half of the checkpoint's config.
+    """
+
     def __init__(self, args: LmArgs):
         super().__init__()
+        if args.hidden_act != "silu":
+            raise ValueError(f"config.json: hidden_act {args.hidden_act!r} is not supported (expected 'silu')")
         self.args = args
         self.embed_tokens = nn.Embedding(args.embedding_rows, args.hidden_size)
         self.layers = [DecoderLayer(args) for _ in range(args.num_hidden_layers)]
@@ -97,42 +119,66 @@ class LM(nn.Module):
         )
 
     def embed(self, tokens: mx.array) -> mx.array:
-        """Sum of the text and codebook embeddings; `audio_pad_token_id` is the zero row as is."""
+        """Sum of the text and codebook embeddings; `audio_pad_token_id` is the (zero) last row as is."""
         pad = self.args.audio_pad_token_id
         rows = mx.where(tokens == pad, tokens, tokens + self._offsets)
-        # One gather for all 33 columns, summed in float32 (torch accumulates bf16 sums in float32).
-        x = self.embed_tokens(rows).astype(mx.float32).sum(axis=2)
-        return x.astype(self.embed_tokens.weight.dtype)
+        # One gather for all 33 columns, summed in float32 and rounded once, as torch sums bf16.
+        e = self.embed_tokens(rows)
+        return e.astype(mx.float32).sum(axis=2).astype(e.dtype)
 
     def __call__(self, tokens: mx.array, cache: list | None = None) -> mx.array:
-        """tokens: int32 (B, T, 1 + num_codebooks) -> float32 logits (B, T, vocab_size)."""
+        """Run T steps at once (prefill / offline) or one step (streaming).
+
+        Parameters
+        ----------
+        tokens : mx.array
+            int32 (B, T, 1 + num_codebooks): [..., 0] the text token, [..., 1 + k] the raw code of
+            codebook k (0..codebook_vocab_size - 2, the last value = audio BOS), or
+            `audio_pad_token_id` for the zero pad.
+        cache : list of RotatingKVCache, optional
+            From `make_cache()`; updated in place. Positions continue from `cache[0].offset`.
+
+        Returns
+        -------
+        mx.array
+            float32 logits (B, T, vocab_size). Every step attends exactly the last `sliding_window`
+            positions (itself included), whether run one at a time or as a chunk.
+        """
         x = self.embed(tokens)
-        T = x.shape[1]
+        T, window = x.shape[1], self.args.sliding_window
         mask = None
         if T > 1:
-            offset = cache[0].offset if cache is not None else 0
-            n_keys = T + (min(offset, self.args.sliding_window - 1) if cache is not None else 0)
-            mask = window_mask(T, offset, n_keys, self.args.sliding_window)
+            if cache is not None:
+                mask = cache[0].make_mask(T, window_size=window)
+            else:
+                mask = "causal" if T <= window else create_causal_mask(T, 0, window_size=window)
         for layer, c in zip(self.layers, cache or [None] * len(self.layers)):
             x = layer(x, c, mask)
         return self.lm_head(self.norm(x)).astype(mx.float32)
 
     def make_cache(self) -> list[RotatingKVCache]:
+        """One rolling cache of `sliding_window` slots per layer."""
         return [RotatingKVCache(self.args.sliding_window) for _ in self.layers]
 
     @property
     def quant_predicate(self):
-        """Quantize the linear layers (attention, FFN, text head); keep the embedding table in float."""
+        """What `nn.quantize(..., class_predicate=lm.quant_predicate)` should quantize: the linear
+        layers (attention, FFN, text head). The fused embedding table stays in float: one step
+        reads only 33 of its rows, so quantizing it saves memory but no time, and costs accuracy."""
         return lambda path, module: isinstance(module, nn.Linear)
 
     @staticmethod
     def sanitize(weights: dict) -> dict:
-        """transformers keys (`model.*`, `lm_head.*`) -> this module's names; idempotent."""
+        """transformers keys (`model.*`, `lm_head.*`) -> this module's names; idempotent.
+
+        `model.embed_tokens.embed_tokens.weight` -> `embed_tokens.weight`,
+        `model.layers.{i}.self_attn.q_proj.linear.weight` -> `layers.{i}.self_attn.q_proj.weight`,
+        `model.layers.{i}.mlp.fc1.weight`, norms, `model.norm.weight`, `lm_head.weight` keep their tails.
+        """
         out = {}
         for k, v in weights.items():
-            if k.startswith("model."):
-                k = k[len("model.") :]
+            k = k.removeprefix("model.")
             k = k.replace("embed_tokens.embed_tokens.", "embed_tokens.")
-            k = k.replace(".linear.", ".")
+            k = k.replace("_proj.linear.", "_proj.")
             out[k] = v
         return out
