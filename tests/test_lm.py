@@ -132,6 +132,10 @@ def test_step_logits_match_transformers_bf16(ckpt):
     err_eager, err_sdpa, gap = (np.abs(a - b).max() for a, b in ((ours, eager), (ours, sdpa), (eager, sdpa)))
     assert min(err_eager, err_sdpa) <= 4 * ulp, (err_eager, err_sdpa, ulp)
     assert max(err_eager, err_sdpa) <= gap + 4 * ulp, (err_eager, err_sdpa, gap, ulp)
+    if mx.default_device() == mx.cpu:
+        # Same rounding points as torch: most logits are bit-identical (measured 83-100 %; 20 % when
+        # SiLU is rounded twice in bf16 instead of computed in float32). Metal kernels round otherwise.
+        assert (ours == eager).mean() >= 0.5
     # Guard against bounds so loose that they prove nothing: float32 logits are further away.
     f32 = mlx_steps(load_lm(ckpt), ids)
     assert np.abs(f32 - eager).max() > 4 * ulp
