@@ -1,0 +1,181 @@
+# Copyright © 2026 mlx-kyutai-is contributors
+"""Convert a Hugging Face Kyutai STT checkpoint to an MLX directory, optionally quantized
+(as `mlx_lm/convert.py`):
+
+    mlx-kyutai-is convert --hf-path mideind/kyutai-stt-1b-is-en --mlx-path kyutai-is-q4 -q --q-bits 4
+
+The output holds `model.safetensors` (MLX parameter names), `config.json` (the source config plus
+a `quantization` block when quantized), and the tokenizer and processor files, so `load()` and
+the CLI read it like the original, without torch or transformers.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten
+
+from .utils import DTYPES, ModelLoadError, load_model, resolve_model_path, save_model
+
+DEFAULT_HF_PATH = "mideind/kyutai-stt-1b-is-en"
+# Besides the weights and config.json, the files `load()` reads (tokenizer, padding, generation).
+COPY_PATTERNS = [
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "generation_config.json",
+]
+DEBUG_ENV = "MLX_KYUTAI_IS_DEBUG"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.1f} MB"
+
+
+def convert(
+    hf_path: str = DEFAULT_HF_PATH,
+    mlx_path: str = "mlx_model",
+    dtype: str | None = None,
+    quantize: bool = False,
+    q_bits: int = 4,
+    q_group_size: int = 64,
+    force: bool = False,
+) -> Path:
+    """Convert `hf_path` (a Hugging Face checkpoint directory or repo id) into `mlx_path`.
+
+    Parameters
+    ----------
+    hf_path : str
+        Source checkpoint: a local directory or a hub repo id.
+    mlx_path : str
+        Output directory; must not exist or be empty, unless `force`.
+    dtype : str, optional
+        "bfloat16", "float16" or "float32" for the language model's float weights (by default as
+        stored: bf16). Mimi stays float32.
+    quantize : bool
+        Quantize the language model's linear layers to `q_bits` with groups of `q_group_size`.
+    force : bool
+        Write into an existing non-empty `mlx_path`, replacing its model files.
+
+    Returns
+    -------
+    Path
+        `mlx_path`.
+    """
+    out = Path(mlx_path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ModelLoadError(f"{out}: exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ModelLoadError(f"{out}: output directory exists and is not empty (use --force to overwrite)")
+
+    print(f"[INFO] Loading {hf_path}", flush=True)
+    src = resolve_model_path(hf_path)
+    if out.exists() and out.resolve() == src.resolve():
+        raise ModelLoadError(f"{out}: the output directory is the source checkpoint")
+    config = json.loads((src / "config.json").read_text()) if (src / "config.json").is_file() else None
+    model = load_model(src, dtype=dtype, lazy=True)
+    if quantize:
+        if model.args.quantization is not None:
+            q = model.args.quantization
+            raise ModelLoadError(f"{src}: already quantized (bits={q['bits']}, group_size={q['group_size']})")
+        print(f"[INFO] Quantizing the language model to {q_bits} bits (group size {q_group_size})", flush=True)
+        from .utils import quantize_model
+
+        quantize_model(model, bits=q_bits, group_size=q_group_size)
+
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in [*out.glob("model*.safetensors"), out / "model.safetensors.index.json"]:
+            stale.unlink(missing_ok=True)  # --force: an old shard index would shadow the new file
+        print(f"[INFO] Saving to {out}", flush=True)
+        save_model(model, out, config)
+        copied = []
+        for pattern in COPY_PATTERNS:
+            for f in sorted(src.glob(pattern)):
+                if f.is_file():
+                    shutil.copy(f, out / f.name)
+                    copied.append(f.name)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+    params = dict(tree_flatten(model.parameters()))
+    n_lm = sum(v.size for k, v in params.items() if k.startswith("lm.") and not k.endswith((".scales", ".biases")))
+    weights_size = (out / "model.safetensors").stat().st_size
+    total = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
+    kind = f"{q_bits}-bit LM (group size {q_group_size})" if quantize else f"{_lm_dtype(model)} LM"
+    print(f"[INFO] Copied {', '.join(copied) or 'no tokenizer/processor files'}", flush=True)
+    print(f"[INFO] Wrote {out}: {kind}, Mimi float32; weights {_mb(weights_size)}, total {_mb(total)}", flush=True)
+    del n_lm
+    return out
+
+
+def _lm_dtype(model) -> str:
+    w = model.lm.embed_tokens.weight.dtype
+    return next((name for name, d in DTYPES.items() if d == w), str(w))
+
+
+def configure_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The `convert` command's options (also `python -m mlx_kyutai_is.convert`)."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Convert a Hugging Face Kyutai STT checkpoint (repo id or directory) to MLX, "
+        "optionally quantizing the language model. The output loads with `--model DIR`.",
+        epilog="examples:\n"
+        "  mlx-kyutai-is convert --mlx-path kyutai-is-bf16\n"
+        "  mlx-kyutai-is convert -q --q-bits 4 --mlx-path kyutai-is-q4\n"
+        "  mlx-kyutai-is convert --hf-path ./checkpoint -q --q-bits 8 --mlx-path kyutai-is-q8",
+        formatter_class=lambda prog: argparse.RawDescriptionHelpFormatter(prog, max_help_position=32),
+    )
+    parser.add_argument(
+        "--hf-path",
+        "--model",
+        default=DEFAULT_HF_PATH,
+        help=f"source: a local Hugging Face checkpoint directory or a hub repo id (default: {DEFAULT_HF_PATH})",
+    )
+    parser.add_argument("--mlx-path", default="mlx_model", help="output directory (default: mlx_model)")
+    parser.add_argument("-q", "--quantize", action="store_true", help="quantize the language model's linear layers")
+    parser.add_argument("--q-bits", type=int, default=4, choices=(4, 8), help="bits per weight (default: 4)")
+    parser.add_argument(
+        "--q-group-size", type=int, default=64, choices=(32, 64, 128), help="quantization group size (default: 64)"
+    )
+    parser.add_argument(
+        "--dtype",
+        default=None,
+        choices=list(DTYPES),
+        help="float type of the language model's weights (default: as stored, bfloat16); Mimi stays float32",
+    )
+    parser.add_argument("--force", action="store_true", help="write into an existing non-empty output directory")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry; returns the exit status (errors: one line on stderr, status 1)."""
+    parser = configure_parser()
+    args = parser.parse_args(argv)
+    try:
+        convert(**vars(args))
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        msg = (str(e).strip().splitlines() or [""])[0]
+        if not type(e).__module__.startswith("mlx_kyutai_is") and not isinstance(e, OSError):
+            msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+        print(f"{parser.prog}: error: {msg}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

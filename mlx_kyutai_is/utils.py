@@ -1,0 +1,297 @@
+# Copyright © 2026 mlx-kyutai-is contributors
+"""Load and save models: Hugging Face checkpoints (converted in memory), MLX directories written
+by `convert`, or hub repo ids (downloaded once into the Hugging Face cache).
+
+The pipeline is mlx_lm's (`mlx_lm/utils.py` `load_model`): config.json -> `ModelArgs` -> build
+-> `sanitize` -> quantize where the checkpoint has `.scales` -> strict load. Weights are read
+with `mx.load` from safetensors only (never pickle), so neither torch nor transformers is needed.
+"""
+
+import json
+import struct
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .config import ConfigError, ModelArgs
+from .model import Model
+
+WEIGHTS_NAME = "model.safetensors"
+INDEX_NAME = "model.safetensors.index.json"
+# What a hub download fetches: configs, weights, tokenizer (never *.bin / *.pt pickles).
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer*"]
+DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
+
+
+class ModelLoadError(ValueError):
+    """A model directory that cannot be loaded; the one-line message names the file and the problem."""
+
+
+def _short(names, n: int = 3) -> str:
+    names = sorted(names)
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def _looks_like_repo_id(s: str) -> bool:
+    parts = s.split("/")
+    return (
+        len(parts) == 2
+        and all(parts)
+        and not s.startswith((".", "~"))
+        and all(c.isalnum() or c in "-_." for c in s.replace("/", ""))
+    )
+
+
+def resolve_model_path(path_or_repo: str | Path) -> Path:
+    """A local model directory: `path_or_repo` itself if it exists, else the snapshot of the hub
+    repo of that id (configs, safetensors and tokenizer files only; cached after the first time).
+
+    Raises
+    ------
+    ModelLoadError
+        Not a directory, or neither a local path nor a repo id that can be downloaded.
+    """
+    path = Path(path_or_repo).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelLoadError(f"{path}: not a directory (expected a model directory or a Hugging Face repo id)")
+        return path
+    if not _looks_like_repo_id(str(path_or_repo)):
+        raise ModelLoadError(f"{path}: no such directory")
+    import huggingface_hub  # attribute lookup at call time, so tests can stub snapshot_download
+
+    try:
+        return Path(huggingface_hub.snapshot_download(str(path_or_repo), allow_patterns=ALLOW_PATTERNS))
+    except Exception as e:  # network, auth, unknown repo: all end here with one line
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(
+            f"{path_or_repo}: not a local directory, and downloading it from the Hugging Face hub failed ({msg})"
+        ) from None
+
+
+def _check_safetensors(path: Path) -> None:
+    """Fail early, with the file's name, on a truncated or corrupt safetensors file: its header
+    must be JSON and name tensors that fit in the file (mx.load reads data lazily, later)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("file too short")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                raise ValueError("header longer than the file")
+            header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("header is not a JSON object")
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path}: not a valid safetensors file ({e})") from None
+    if 8 + n + end > size:
+        raise ModelLoadError(f"{path}: truncated safetensors file ({size} bytes, the header needs {8 + n + end})")
+
+
+def _load_file(path: Path) -> dict:
+    _check_safetensors(path)
+    try:
+        return mx.load(str(path))
+    except Exception as e:
+        raise ModelLoadError(f"{path}: cannot read safetensors ({str(e).strip()[:200]})") from None
+
+
+def load_weights(path: str | Path) -> dict[str, mx.array]:
+    """All tensors of a model directory: `model.safetensors`, or the shards listed in
+    `model.safetensors.index.json`. Safetensors only; arrays stay lazy until evaluated.
+
+    Raises
+    ------
+    ModelLoadError
+        No weights, a missing shard, or an unreadable / truncated file.
+    """
+    path = Path(path)
+    index = path / INDEX_NAME
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+            files = sorted(set(weight_map.values()))
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ModelLoadError(f"{index}: not a valid safetensors index ({e})") from None
+        weights = {}
+        for name in files:
+            shard = path / name
+            if not shard.is_file():
+                raise ModelLoadError(f"{index}: lists {name}, which is missing")
+            weights.update(_load_file(shard))
+        return weights
+    single = path / WEIGHTS_NAME
+    if single.is_file():
+        return _load_file(single)
+    pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt*")]
+    hint = f" ({_short(pickles)} found: only safetensors are read)" if pickles else ""
+    raise ModelLoadError(f"{path}: no weights ({WEIGHTS_NAME} or {INDEX_NAME}){hint}")
+
+
+def _as_dtype(dtype) -> mx.Dtype | None:
+    if dtype is None or isinstance(dtype, mx.Dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"unsupported dtype {dtype!r} (choose from {', '.join(DTYPES)})")
+    return DTYPES[dtype]
+
+
+def _check_quantization(q, source) -> dict:
+    if not isinstance(q, dict):
+        raise ModelLoadError(f"{source}: quantization must be an object with bits and group_size, got {q!r}")
+    bits, group_size = q.get("bits"), q.get("group_size")
+    if bits not in (2, 3, 4, 5, 6, 8) or not isinstance(group_size, int) or group_size not in (32, 64, 128):
+        raise ModelLoadError(
+            f"{source}: unsupported quantization bits={bits!r}, group_size={group_size!r} "
+            "(bits 2, 3, 4, 5, 6 or 8; group_size 32, 64 or 128)"
+        )
+    return {"group_size": group_size, "bits": bits}
+
+
+def _check_weights(model: nn.Module, weights: dict, source: Path, quantization: dict | None) -> None:
+    """Names and shapes against the model; one line naming what does not fit."""
+    expected = dict(tree_flatten(model.parameters()))
+    missing = expected.keys() - weights.keys()
+    unexpected = weights.keys() - expected.keys()
+    if quantization is None and any(k.endswith(".scales") for k in unexpected):
+        raise ModelLoadError(
+            f"{source}: the weights are quantized ({_short(k for k in unexpected if k.endswith('.scales'))}) "
+            "but config.json has no quantization block"
+        )
+    if missing:
+        raise ModelLoadError(f"{source}: missing {len(missing)} tensor(s): {_short(missing)}")
+    if unexpected:
+        raise ModelLoadError(f"{source}: unexpected {len(unexpected)} tensor(s): {_short(unexpected)}")
+    for k, v in expected.items():
+        if weights[k].shape != v.shape:
+            got, want = tuple(weights[k].shape), tuple(v.shape)
+            if quantization is not None and (k.endswith((".scales", ".biases")) or f"{k[:-7]}.scales" in weights):
+                raise ModelLoadError(
+                    f"{source}: config.json's quantization (bits={quantization['bits']}, "
+                    f"group_size={quantization['group_size']}) does not match the weights: {k} has shape "
+                    f"{got}, expected {want}"
+                )
+            raise ModelLoadError(f"{source}: {k} has shape {got}, expected {want}")
+
+
+def quantize_model(model: Model, bits: int = 4, group_size: int = 64) -> Model:
+    """Quantize the LM's linear layers in place (`Model.quant_predicate`); records the setting in
+    `model.args.quantization` so `save_model` writes it to config.json."""
+    q = _check_quantization({"bits": bits, "group_size": group_size}, "quantize")
+    nn.quantize(model, **q, class_predicate=lambda p, m: model.quant_predicate(p, m, q["group_size"]))
+    model.args.quantization = q
+    return model
+
+
+def load_model(
+    path_or_repo: str | Path,
+    quantize: dict | None = None,
+    dtype: str | mx.Dtype | None = None,
+    lazy: bool = False,
+) -> Model:
+    """Load a `Model` from an MLX directory written by `convert`, a Hugging Face checkpoint
+    directory, or a hub repo id.
+
+    Parameters
+    ----------
+    path_or_repo : str or Path
+        A local directory, or a repo id such as ``"mideind/kyutai-stt-1b-is-en"``.
+    quantize : dict, optional
+        ``{"bits": 4 | 8, "group_size": 64}``: quantize the LM's linear layers after loading a
+        float checkpoint. A checkpoint that is already quantized loads as it is.
+    dtype : str or mx.Dtype, optional
+        Float type of the LM's weights ("bfloat16", "float16", "float32"); by default as stored
+        (bf16 in the published checkpoint). Mimi always runs in float32.
+    lazy : bool
+        Leave the weights unevaluated (they load on first use).
+
+    Raises
+    ------
+    ModelLoadError, ConfigError
+        One line naming the directory or file and the problem.
+    """
+    path = resolve_model_path(path_or_repo)
+    args = ModelArgs.from_file(path)
+    dtype = _as_dtype(dtype)
+    stored_q = None
+    if args.quantization is not None:
+        stored_q = _check_quantization(args.quantization, path / "config.json")
+        args.quantization = stored_q
+    if quantize is not None:
+        quantize = _check_quantization({"group_size": 64, **quantize}, "quantize")
+        if stored_q is not None and quantize != stored_q:
+            raise ModelLoadError(
+                f"{path}: already quantized (bits={stored_q['bits']}, group_size={stored_q['group_size']}); "
+                "load it without quantize, or quantize the float checkpoint"
+            )
+    try:
+        model = Model(args)
+    except ValueError as e:
+        raise ModelLoadError(f"{path}: {e}") from None
+
+    weights = Model.sanitize(load_weights(path))
+
+    def cast(k, v):
+        if not mx.issubdtype(v.dtype, mx.floating):
+            return v
+        if k.startswith("mimi."):
+            return v.astype(mx.float32)
+        return v.astype(dtype) if dtype is not None else v
+
+    weights = {k: cast(k, v) for k, v in weights.items()}
+
+    if stored_q is not None:
+        if not any(k.endswith(".scales") for k in weights):
+            raise ModelLoadError(
+                f"{path}: config.json says the weights are quantized (bits={stored_q['bits']}, "
+                f"group_size={stored_q['group_size']}) but {WEIGHTS_NAME} holds none"
+            )
+        nn.quantize(model, **stored_q, class_predicate=lambda p, m: f"{p}.scales" in weights)
+    _check_weights(model, weights, path, stored_q)
+    model.load_weights(list(weights.items()), strict=True)
+    if quantize is not None and stored_q is None:
+        quantize_model(model, **quantize)
+    model.eval()
+    if not lazy:
+        mx.eval(model.parameters())
+    return model
+
+
+def model_config(model: Model, config: dict | None = None) -> dict:
+    """The config.json of `model`: `config` (the source checkpoint's, all keys kept) or one made
+    from `model.args`, with `quantization` set to the model's (or removed when it is float)."""
+    if config is None:
+        config = {**model.args.lm.to_dict(), "codec_config": model.args.mimi.to_dict()}
+    config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config")}
+    if model.args.quantization is not None:
+        config["quantization"] = dict(model.args.quantization)
+    return dict(sorted(config.items()))
+
+
+def save_model(model: Model, path: str | Path, config: dict | None = None) -> Path:
+    """Write `model` to directory `path`: `model.safetensors` (MLX names, `{"format": "mlx"}`
+    metadata) and `config.json` (see `model_config`). Returns the weights file's path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    weights = dict(tree_flatten(model.parameters()))
+    out = path / WEIGHTS_NAME
+    mx.save_safetensors(str(out), weights, metadata={"format": "mlx"})
+    (path / "config.json").write_text(json.dumps(model_config(model, config), indent=4) + "\n")
+    return out
+
+
+__all__ = [
+    "ConfigError",
+    "ModelLoadError",
+    "load_model",
+    "load_weights",
+    "quantize_model",
+    "resolve_model_path",
+    "save_model",
+]
