@@ -1,0 +1,531 @@
+# Copyright © 2026 mlx-kyutai-is contributors
+"""The encoder half of the Mimi codec: 24 kHz audio -> 12.5 Hz frames of discrete codes.
+
+causal SEANet convolutions (strides 4, 5, 6, 8 -> 25 Hz) -> 8-layer transformer (sliding window,
+causal) -> stride-2 downsample conv (12.5 Hz) -> split residual vector quantizer
+(1 semantic + 31 acoustic codebooks).
+
+Everything runs as a stream: each convolution keeps the input it has not consumed yet (its
+causal left context plus any samples short of a full stride), the transformer keeps a rolling
+KV cache of its window, so any chunk size gives the same codes and memory stays constant.
+Offline `encode` is the same computation over the whole file.
+
+Layout is NLC (batch, time, channels) throughout, as mlx-examples whisper; transformers' conv
+weights (out, in, kernel) are transposed to MLX's (out, kernel, in) in `sanitize`.
+"""
+
+from dataclasses import dataclass, field
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from .cache import RotatingKVCache
+from .config import MimiArgs
+
+
+def elu(x: mx.array) -> mx.array:
+    # expm1 as torch's vectorised ELU: exp(x) - 1 loses digits near 0.
+    return mx.where(x > 0, x, mx.expm1(mx.minimum(x, 0)))
+
+
+class ELU(nn.Module):
+    """Parameter-free slot so the layer lists keep transformers' indices (and weight names)."""
+
+    def __call__(self, x):
+        return elu(x)
+
+
+class CausalConv1d(nn.Module):
+    """transformers' `MimiConv1d` with `use_causal_conv=True`, as a streaming convolution.
+
+    transformers pads `kernel - stride` (dilated kernel) on the left (zeros, or the first value
+    for "replicate") and, offline, just enough on the right to finish the last partial stride
+    (zeros, or the last value). Streaming, we keep the unconsumed tail of the input instead and
+    only pad the right when the stream is flushed.
+    """
+
+    def __init__(self, in_ch, out_ch, kernel_size, stride=1, dilation=1, bias=True, pad_mode="constant"):
+        super().__init__()
+        if pad_mode not in ("constant", "replicate"):
+            raise ValueError(f"config.json: Mimi pad_mode {pad_mode!r} is not supported (constant or replicate)")
+        self.weight = mx.zeros((out_ch, kernel_size, in_ch))
+        if bias:
+            self.bias = mx.zeros((out_ch,))
+        self.stride = stride
+        self.dilation = dilation
+        self.pad_mode = pad_mode
+        self.kernel_eff = (kernel_size - 1) * dilation + 1
+        self.padding_total = self.kernel_eff - stride
+        self.out_ch = out_ch
+        self.idx = -1  # slot in MimiState.conv, set by MimiEncoder
+
+    def _conv(self, x):
+        y = mx.conv1d(x, self.weight, stride=self.stride, dilation=self.dilation)
+        return y + self.bias if "bias" in self else y
+
+    def __call__(self, x: mx.array, state: "MimiState", final: bool = False) -> mx.array:
+        buf = state.conv[self.idx]
+        if buf is None:
+            if x.shape[1] == 0:
+                return mx.zeros((x.shape[0], 0, self.out_ch), x.dtype)
+            if self.pad_mode == "replicate":
+                buf = mx.repeat(x[:, :1], self.padding_total, axis=1)
+            else:
+                buf = mx.zeros((x.shape[0], self.padding_total, x.shape[2]), x.dtype)
+        x = mx.concatenate([buf, x], axis=1) if x.shape[1] else buf
+        n = max(0, (x.shape[1] - self.kernel_eff) // self.stride + 1)
+        y = self._conv(x[:, : (n - 1) * self.stride + self.kernel_eff]) if n else None
+        rest = x[:, n * self.stride :]
+        state.conv[self.idx] = rest
+        if final and rest.shape[1] > self.padding_total:
+            # transformers' extra right padding: complete the last, partial stride.
+            pad = self.stride - (rest.shape[1] - self.padding_total)
+            if self.pad_mode == "replicate":
+                tail = mx.repeat(rest[:, -1:], pad, axis=1)
+            else:
+                tail = mx.zeros((rest.shape[0], pad, rest.shape[2]), rest.dtype)
+            last = self._conv(mx.concatenate([rest, tail], axis=1))
+            y = last if y is None else mx.concatenate([y, last], axis=1)
+        if y is None:
+            return mx.zeros((x.shape[0], 0, self.out_ch), x.dtype)
+        return y
+
+
+class ResnetBlock(nn.Module):
+    """SEANet residual block: ELU, conv(k=3, dilated), ELU, conv(k=1), plus the (identity) shortcut."""
+
+    def __init__(self, args: MimiArgs, dim: int, dilations: list[int]):
+        super().__init__()
+        hidden = dim // args.compress
+        kernels = (args.residual_kernel_size, 1)
+        self.block = []
+        for i, (k, d) in enumerate(zip(kernels, dilations)):
+            in_ch = dim if i == 0 else hidden
+            out_ch = dim if i == len(kernels) - 1 else hidden
+            self.block += [ELU(), CausalConv1d(in_ch, out_ch, k, dilation=d, pad_mode=args.pad_mode)]
+        if args.use_conv_shortcut:
+            self.shortcut = CausalConv1d(dim, dim, 1, pad_mode=args.pad_mode)
+
+    def __call__(self, x, state, final=False):
+        residual = x
+        for layer in self.block:
+            x = layer(x, state, final) if isinstance(layer, CausalConv1d) else layer(x)
+        if "shortcut" in self:
+            residual = self.shortcut(residual, state, final)
+        # Stride-1 causal convs return as many steps as they get: the sum lines up.
+        return residual + x
+
+
+class SeanetEncoder(nn.Module):
+    """transformers' `MimiEncoder`; `layers` keeps its indices so weight names match."""
+
+    def __init__(self, args: MimiArgs):
+        super().__init__()
+        nf, pm = args.num_filters, args.pad_mode
+        layers = [CausalConv1d(args.audio_channels, nf, args.kernel_size, pad_mode=pm)]
+        scale = 1
+        for ratio in reversed(args.upsampling_ratios):
+            dim = scale * nf
+            for j in range(args.num_residual_layers):
+                layers.append(ResnetBlock(args, dim, [args.dilation_growth_rate**j, 1]))
+            layers += [ELU(), CausalConv1d(dim, dim * 2, ratio * 2, stride=ratio, pad_mode=pm)]
+            scale *= 2
+        layers += [ELU(), CausalConv1d(scale * nf, args.hidden_size, args.last_kernel_size, pad_mode=pm)]
+        self.layers = layers
+
+    def __call__(self, x, state, final=False):
+        for layer in self.layers:
+            x = layer(x) if isinstance(layer, ELU) else layer(x, state, final)
+        return x
+
+
+class Attention(nn.Module):
+    def __init__(self, args: MimiArgs):
+        super().__init__()
+        self.n_heads = args.num_attention_heads
+        self.n_kv_heads = args.num_key_value_heads
+        self.head_dim = args.head_dim
+        self.scale = self.head_dim**-0.5
+        bias = args.attention_bias
+        self.q_proj = nn.Linear(args.hidden_size, self.n_heads * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=bias)
+        # transformers' rotate-half RoPE (traditional=False).
+        self.rope = nn.RoPE(self.head_dim, traditional=False, base=args.rope_theta)
+
+    def __call__(self, x, cache, mask):
+        B, T, _ = x.shape
+        q = self.q_proj(x).reshape(B, T, self.n_heads, -1).transpose(0, 2, 1, 3)
+        k = self.k_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        v = self.v_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        q = self.rope(q, offset=cache.offset)
+        k = self.rope(k, offset=cache.offset)
+        k, v = cache.update_and_fetch(k, v)
+        out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
+        return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, args: MimiArgs):
+        super().__init__()
+        self.fc1 = nn.Linear(args.hidden_size, args.intermediate_size, bias=False)
+        self.fc2 = nn.Linear(args.intermediate_size, args.hidden_size, bias=False)
+
+    def __call__(self, x):
+        return self.fc2(nn.gelu(self.fc1(x)))  # exact (erf) GELU, as torch's F.gelu
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dims: int, init: float):
+        super().__init__()
+        self.scale = mx.full((dims,), init)
+
+    def __call__(self, x):
+        return self.scale * x
+
+
+class TransformerLayer(nn.Module):
+    def __init__(self, args: MimiArgs):
+        super().__init__()
+        self.self_attn = Attention(args)
+        self.mlp = MLP(args)
+        self.input_layernorm = nn.LayerNorm(args.hidden_size, eps=args.norm_eps)
+        self.post_attention_layernorm = nn.LayerNorm(args.hidden_size, eps=args.norm_eps)
+        self.self_attn_layer_scale = LayerScale(args.hidden_size, args.layer_scale_initial_scale)
+        self.mlp_layer_scale = LayerScale(args.hidden_size, args.layer_scale_initial_scale)
+
+    def __call__(self, x, cache, mask):
+        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cache, mask))
+        return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
+
+
+class EncoderTransformer(nn.Module):
+    def __init__(self, args: MimiArgs):
+        super().__init__()
+        self.window = args.sliding_window
+        self.layers = [TransformerLayer(args) for _ in range(args.num_hidden_layers)]
+
+    def __call__(self, x, caches):
+        # Query q sees key k when 0 <= q - k < window (transformers' sliding-window causal mask,
+        # current step included), within the chunk as well as over the cache.
+        T = x.shape[1]
+        mask = caches[0].make_mask(T, window_size=self.window) if T > 1 else None
+        for layer, cache in zip(self.layers, caches):
+            x = layer(x, cache, mask)
+        return x
+
+
+class EuclideanCodebook(nn.Module):
+    """Codewords `embed_sum / clamp(cluster_usage, 1e-5)`; nearest by Euclidean distance.
+
+    The codewords and their squared norms are derived tensors under `_` names (left out of
+    `parameters()`), rebuilt whenever the parameter arrays are replaced, whichever way that
+    happens (`load_weights`, `update`, a dtype cast), as moshi_mlx's `EuclideanCodebook`.
+    """
+
+    def __init__(self, size: int, dim: int, epsilon: float = 1e-5):
+        super().__init__()
+        self.embed_sum = mx.zeros((size, dim))
+        self.cluster_usage = mx.ones((size,))
+        self.epsilon = epsilon
+        self._derived_from = None
+
+    def update(self, parameters: dict, strict: bool = True):
+        super().update(parameters, strict=strict)
+        self._derived_from = None
+        return self
+
+    def codewords(self) -> tuple[mx.array, mx.array]:
+        src = (self.embed_sum, self.cluster_usage)
+        if self._derived_from is None or any(a is not b for a, b in zip(self._derived_from, src)):
+            emb = self.embed_sum / mx.maximum(self.cluster_usage, self.epsilon)[:, None]
+            self._embed, self._embed_sq = emb, (emb * emb).sum(axis=-1)
+            mx.eval(self._embed, self._embed_sq)
+            self._derived_from = src
+        return self._embed, self._embed_sq
+
+    def encode(self, x: mx.array) -> tuple[mx.array, mx.array]:
+        """x (N, dim) -> (codes (N,) int32, chosen codewords (N, dim))."""
+        emb, emb_sq = self.codewords()
+        # argmin |x - e|^2 = argmin |e|^2 - 2 x.e (|x|^2 is the same for every codeword).
+        codes = mx.argmin(emb_sq - 2 * (x @ emb.T), axis=-1).astype(mx.int32)
+        return codes, emb[codes]
+
+
+class VectorQuantization(nn.Module):
+    def __init__(self, args: MimiArgs):
+        super().__init__()
+        self.codebook = EuclideanCodebook(args.codebook_size, args.codebook_dim)
+
+
+class ResidualVectorQuantizer(nn.Module):
+    def __init__(self, args: MimiArgs, n: int):
+        super().__init__()
+        self.layers = [VectorQuantization(args) for _ in range(n)]
+        if args.vector_quantization_hidden_dimension != args.hidden_size:
+            # A 1x1 conv in transformers: a linear map per frame (the weight's kernel axis is squeezed).
+            self.input_proj = nn.Linear(args.hidden_size, args.vector_quantization_hidden_dimension, bias=False)
+
+    def encode(self, x: mx.array) -> mx.array:
+        """x (N, hidden) -> codes (N, n_codebooks)."""
+        residual = self.input_proj(x) if "input_proj" in self else x
+        codes = []
+        for layer in self.layers:
+            c, q = layer.codebook.encode(residual)
+            residual = residual - q
+            codes.append(c)
+        return mx.stack(codes, axis=-1)
+
+
+class SplitResidualVectorQuantizer(nn.Module):
+    def __init__(self, args: MimiArgs):
+        super().__init__()
+        n_sem = args.num_semantic_quantizers
+        self.semantic_residual_vector_quantizer = ResidualVectorQuantizer(args, n_sem)
+        self.acoustic_residual_vector_quantizer = ResidualVectorQuantizer(args, args.num_quantizers - n_sem)
+
+    def encode(self, x: mx.array) -> mx.array:
+        """x (B, T, hidden) -> codes (B, T, num_quantizers): semantic first, then acoustic."""
+        B, T, D = x.shape
+        x = x.reshape(B * T, D)
+        sem = self.semantic_residual_vector_quantizer.encode(x)
+        aco = self.acoustic_residual_vector_quantizer.encode(x)
+        return mx.concatenate([sem, aco], axis=-1).reshape(B, T, -1)
+
+
+@dataclass
+class MimiState:
+    """Everything a stream of `MimiEncoder.encode_step` calls carries between calls.
+
+    Memory is bounded whatever the stream length: per convolution less than one kernel of input,
+    per transformer layer a window of keys/values.
+    """
+
+    batch_size: int
+    conv: list = field(default_factory=list)  # unconsumed input of each causal conv (or None)
+    kv: list = field(default_factory=list)  # one RotatingKVCache per transformer layer
+    samples: int = 0  # audio samples fed so far
+    frames: int = 0  # code frames returned so far
+    flushed: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        n = sum(b.nbytes for b in self.conv if b is not None)
+        return n + sum(c.keys.nbytes + c.values.nbytes for c in self.kv if c.keys is not None)
+
+
+def _as_audio(audio, name: str) -> mx.array:
+    """Validate (B, samples) float audio; returns float32. Raises ValueError with one line."""
+    if isinstance(audio, np.ndarray):
+        if audio.dtype.kind not in "f":
+            raise ValueError(
+                f"{name}: audio dtype {audio.dtype} is not float; pass float32 samples in [-1, 1] "
+                "(e.g. int16 PCM / 32768)"
+            )
+        audio = mx.array(audio.astype(np.float32, copy=False))
+    elif not isinstance(audio, mx.array):
+        raise ValueError(f"{name}: expected an mx.array or np.ndarray of audio, got {type(audio).__name__}")
+    if not mx.issubdtype(audio.dtype, mx.floating):
+        raise ValueError(
+            f"{name}: audio dtype {audio.dtype} is not float; pass float32 samples in [-1, 1] "
+            "(e.g. int16 PCM / 32768)"
+        )
+    if audio.ndim != 2:
+        raise ValueError(
+            f"{name}: expected mono audio of shape (batch, samples), got shape {tuple(audio.shape)}"
+            + ("; use audio[None] for one signal" if audio.ndim == 1 else "")
+        )
+    if audio.shape[0] == 0:
+        raise ValueError(f"{name}: empty batch (shape {tuple(audio.shape)})")
+    audio = audio.astype(mx.float32)
+    if audio.size and not mx.isfinite(audio).all().item():
+        raise ValueError(f"{name}: audio contains NaN or infinite samples")
+    return audio
+
+
+class MimiEncoder(nn.Module):
+    """Mimi's encoder half: float32 audio at 24 kHz -> int32 codes at 12.5 Hz.
+
+    Parameters
+    ----------
+    args : MimiArgs
+        The checkpoint's `codec_config`.
+    """
+
+    def __init__(self, args: MimiArgs):
+        super().__init__()
+        if not args.use_causal_conv:
+            raise ValueError("config.json: codec_config.use_causal_conv is false; streaming Mimi needs causal convs")
+        if args.audio_channels != 1:
+            raise ValueError(f"config.json: codec_config.audio_channels is {args.audio_channels}; only mono is supported")
+        if args.hidden_act != "gelu":
+            raise ValueError(f"config.json: codec_config.hidden_act {args.hidden_act!r} is not supported (gelu)")
+        self.args = args
+        self.encoder = SeanetEncoder(args)
+        self.encoder_transformer = EncoderTransformer(args)
+        stride = round(args.encodec_frame_rate / args.frame_rate)
+        # transformers always pads the downsample with "replicate", whatever pad_mode says.
+        self.downsample = CausalConv1d(
+            args.hidden_size, args.hidden_size, 2 * stride, stride=stride, bias=False, pad_mode="replicate"
+        )
+        self.quantizer = SplitResidualVectorQuantizer(args)
+        convs = [m for _, m in self.named_modules() if isinstance(m, CausalConv1d)]
+        for i, m in enumerate(convs):
+            m.idx = i
+        self.n_convs = len(convs)
+
+    @property
+    def frame_size(self) -> int:
+        """Audio samples per code frame (1920 at 24 kHz)."""
+        return self.args.frame_size
+
+    def make_state(self, batch_size: int = 1) -> MimiState:
+        """A fresh stream: no audio seen, positions start at 0."""
+        return MimiState(
+            batch_size=batch_size,
+            conv=[None] * self.n_convs,
+            kv=[RotatingKVCache(self.args.sliding_window) for _ in self.encoder_transformer.layers],
+        )
+
+    def _forward(self, audio: mx.array, state: MimiState, final: bool) -> mx.array:
+        x = self.encoder(audio[:, :, None], state, final)
+        if x.shape[1]:
+            x = self.encoder_transformer(x, state.kv)
+        x = self.downsample(x, state, final)
+        if x.shape[1] == 0:
+            return mx.zeros((audio.shape[0], 0, self.args.num_quantizers), mx.int32)
+        return self.quantizer.encode(x)
+
+    def _run(self, audio: mx.array, state: MimiState, final: bool = False) -> mx.array:
+        codes = self._forward(audio, state, final)
+        state.samples += audio.shape[1]
+        state.frames += codes.shape[1]
+        # Evaluate the carried state too: unevaluated, each step's graph would keep the last alive.
+        mx.eval(codes, [b for b in state.conv if b is not None], [(c.keys, c.values) for c in state.kv])
+        return codes
+
+    def encode_step(self, audio_chunk, state: MimiState) -> mx.array:
+        """Feed the next chunk of a stream; returns the codes of the frames it completed.
+
+        Parameters
+        ----------
+        audio_chunk : mx.array or np.ndarray
+            float (B, n) at 24 kHz, any n >= 0 (10 ms, 80 ms, 1 s, 1234 samples, ...); B must be
+            the state's batch size.
+        state : MimiState
+            From `make_state(B)`; updated in place.
+
+        Returns
+        -------
+        mx.array
+            int32 (B, n_new_frames, num_quantizers): every 80 ms frame whose audio is now complete
+            (possibly none). Concatenated over a stream these are exactly `encode(audio,
+            pad_last=False)`, whatever the chunking.
+
+        Raises
+        ------
+        ValueError
+            Non-float samples, a shape other than (B, n), a batch size other than the state's
+            (e.g. a (samples, channels) array), NaN/inf samples, or a stream already flushed.
+        """
+        audio = _as_audio(audio_chunk, "encode_step")
+        if state.flushed:
+            raise ValueError("encode_step: this stream was flushed; start a new one with make_state()")
+        if audio.shape[0] != state.batch_size:
+            raise ValueError(
+                f"encode_step: chunk has batch {audio.shape[0]} but the state was made for {state.batch_size} "
+                f"(shape {tuple(audio.shape)}; mono chunks are (batch, samples))"
+            )
+        if audio.shape[1] == 0:
+            return mx.zeros((audio.shape[0], 0, self.args.num_quantizers), mx.int32)
+        return self._run(audio, state)
+
+    def flush(self, state: MimiState) -> mx.array:
+        """End a stream the way transformers' `MimiModel.encode` ends a file: zero-pad the last,
+        partial frame (if any audio is left over) and return its codes, (B, 0 or 1, num_quantizers).
+        The state cannot be fed afterwards."""
+        if state.flushed:
+            raise ValueError("flush: this stream was already flushed")
+        empty = mx.zeros((state.batch_size, 0), mx.float32)
+        codes = self._run(empty, state, final=True)
+        state.flushed = True
+        return codes
+
+    def encode(self, audio, pad_last: bool = True, chunk_seconds: float = 10.0) -> mx.array:
+        """Encode whole signals offline.
+
+        Parameters
+        ----------
+        audio : mx.array or np.ndarray
+            float (B, samples) at 24 kHz, mono. float64/16 are converted to float32.
+        pad_last : bool
+            True (default): `ceil(samples / 1920)` frames, the last one from zero-padded audio,
+            exactly transformers' `MimiModel.encode(x)`. False: `floor(samples / 1920)` frames,
+            only complete ones, exactly what `KyutaiSpeechToTextForConditionalGeneration.generate`
+            gets (it encodes through a conv padding cache, which drops the partial frame) and
+            what streaming returns. The frames both give are identical.
+        chunk_seconds : float
+            The file goes through the network this much at a time (bounded memory for long
+            files; the result does not depend on it beyond float rounding).
+
+        Returns
+        -------
+        mx.array
+            int32 codes (B, frames, num_quantizers).
+
+        Raises
+        ------
+        ValueError
+            Empty audio, non-float samples (int16 PCM: divide by 32768 first), a shape other than
+            (B, samples) (stereo or (samples, channels) arrays included), NaN/inf samples.
+        """
+        audio = _as_audio(audio, "encode")
+        B, n = audio.shape
+        if n == 0:
+            raise ValueError("encode: empty audio (0 samples)")
+        if n <= 2 < B:
+            raise ValueError(
+                f"encode: audio of shape {tuple(audio.shape)} looks like (samples, channels); pass mono (batch, samples)"
+            )
+        state = self.make_state(B)
+        step = max(self.frame_size, int(chunk_seconds * self.args.sampling_rate) // self.frame_size * self.frame_size)
+        codes = [self._run(audio[:, i : i + step], state) for i in range(0, n, step)]
+        if pad_last:
+            codes.append(self.flush(state))
+        return mx.concatenate(codes, axis=1)
+
+    @staticmethod
+    def sanitize(weights: dict) -> dict:
+        """transformers codec keys (`codec_model.` already stripped) -> this module's names.
+
+        `encoder.layers.{i}[.block.{j}].conv.weight` (out, in, k) -> `encoder.layers.{i}[.block.{j}].weight`
+        (out, k, in), `downsample.conv.weight` -> `downsample.weight`, quantizer `input_proj.weight`
+        (out, in, 1) -> (out, in); transformer keys keep their names. Decoder, upsample, `output_proj`
+        and `initialized` keys are dropped. transformers' in-memory names
+        (`encoder.encoder_seanet.`, `encoder.encoder_transformer.`, `encoder.downsample.`) are
+        accepted too. Idempotent: our own names pass through unchanged.
+        """
+        out = {}
+        for k, v in weights.items():
+            k = k.removeprefix("codec_model.")
+            for hf, ours in (
+                ("encoder.encoder_seanet.", "encoder."),
+                ("encoder.encoder_transformer.", "encoder_transformer."),
+                ("encoder.downsample.", "downsample."),
+            ):
+                if k.startswith(hf):
+                    k = ours + k[len(hf) :]
+            if k.startswith(("decoder.", "decoder_transformer.", "upsample.")):
+                continue
+            if k.endswith((".initialized", "output_proj.weight", "rotary_emb.inv_freq")):
+                continue
+            if ".conv." in k:
+                k = k.replace(".conv.", ".")
+                if k.endswith(".weight"):
+                    v = v.transpose(0, 2, 1)
+            elif k.endswith("input_proj.weight") and v.ndim == 3:
+                v = v[..., 0]
+            out[k] = v
+        return out
