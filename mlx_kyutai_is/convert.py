@@ -16,10 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-import mlx.core as mx
-from mlx.utils import tree_flatten
-
-from .utils import DTYPES, ModelLoadError, load_model, resolve_model_path, save_model
+from .utils import DTYPES, ModelLoadError, load_model, quantize_model, resolve_model_path, save_model
 
 DEFAULT_HF_PATH = "mideind/kyutai-stt-1b-is-en"
 # Besides the weights and config.json, the files `load()` reads (tokenizer, padding, generation).
@@ -78,15 +75,13 @@ def convert(
     src = resolve_model_path(hf_path)
     if out.exists() and out.resolve() == src.resolve():
         raise ModelLoadError(f"{out}: the output directory is the source checkpoint")
-    config = json.loads((src / "config.json").read_text()) if (src / "config.json").is_file() else None
     model = load_model(src, dtype=dtype, lazy=True)
+    config = json.loads((src / "config.json").read_text())  # valid: load_model read it; all keys kept
     if quantize:
         if model.args.quantization is not None:
             q = model.args.quantization
             raise ModelLoadError(f"{src}: already quantized (bits={q['bits']}, group_size={q['group_size']})")
         print(f"[INFO] Quantizing the language model to {q_bits} bits (group size {q_group_size})", flush=True)
-        from .utils import quantize_model
-
         quantize_model(model, bits=q_bits, group_size=q_group_size)
 
     created = not out.exists()
@@ -107,14 +102,11 @@ def convert(
             shutil.rmtree(out, ignore_errors=True)
         raise
 
-    params = dict(tree_flatten(model.parameters()))
-    n_lm = sum(v.size for k, v in params.items() if k.startswith("lm.") and not k.endswith((".scales", ".biases")))
     weights_size = (out / "model.safetensors").stat().st_size
     total = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     kind = f"{q_bits}-bit LM (group size {q_group_size})" if quantize else f"{_lm_dtype(model)} LM"
     print(f"[INFO] Copied {', '.join(copied) or 'no tokenizer/processor files'}", flush=True)
     print(f"[INFO] Wrote {out}: {kind}, Mimi float32; weights {_mb(weights_size)}, total {_mb(total)}", flush=True)
-    del n_lm
     return out
 
 
@@ -123,7 +115,7 @@ def _lm_dtype(model) -> str:
     return next((name for name, d in DTYPES.items() if d == w), str(w))
 
 
-def configure_parser(prog: str | None = None) -> argparse.ArgumentParser:
+def configure_parser(prog: str = "mlx-kyutai-is convert") -> argparse.ArgumentParser:
     """The `convert` command's options (also `python -m mlx_kyutai_is.convert`)."""
     parser = argparse.ArgumentParser(
         prog=prog,

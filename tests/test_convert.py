@@ -1,0 +1,356 @@
+"""convert -> load round trips (bf16, q8, q4), the loader's errors, the CLI, and the hub-id branch.
+
+One small random checkpoint in the real transformers layout (LM bf16, codec f32), with
+`ffn_dim=256` so every LM linear layer has an input size divisible by 64 and the default group
+size quantizes all of them, as on the published model (2048 / 5632 inputs).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from checkpoints import build_checkpoint, small_lm_kwargs
+from mlx.utils import tree_flatten
+from numpy.testing import assert_array_equal
+
+from mlx_kyutai_is.config import ConfigError, ModelArgs
+from mlx_kyutai_is.convert import convert, main
+from mlx_kyutai_is.model import Model
+from mlx_kyutai_is.utils import ModelLoadError, load_model, load_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def hf(tmp_path_factory):
+    # init_std 0.02 (transformers' default): logits of a sane scale, so quantization error is
+    # measured on a smooth network rather than a chaotic one (0.2 amplifies any perturbation ~4x).
+    return build_checkpoint(
+        tmp_path_factory.mktemp("hf"), seed=3, lm=small_lm_kwargs(ffn_dim=256), init_std=0.02
+    )
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory, hf):
+    """Converted directories: bf16 (as stored), q8 and q4 (group size 64)."""
+    root = tmp_path_factory.mktemp("mlx")
+    return {
+        "bf16": convert(str(hf), str(root / "bf16")),
+        "q8": convert(str(hf), str(root / "q8"), quantize=True, q_bits=8),
+        "q4": convert(str(hf), str(root / "q4"), quantize=True, q_bits=4),
+    }
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    rng = np.random.default_rng(0)
+    t = rng.integers(0, 2048, (2, 40, 33))
+    t[..., 0] = rng.integers(4, 9000, (2, 40))
+    t[0, :3, 1:] = 2048  # audio BOS, as the first step
+    return mx.array(t.astype(np.int32))
+
+
+@pytest.fixture(scope="module")
+def audio():
+    return mx.array(np.random.default_rng(1).standard_normal((1, 24_000)).astype(np.float32) * 0.1)
+
+
+def logits(model, tokens):
+    return np.array(model.lm(tokens))
+
+
+def rel_err(a, ref):
+    return float(np.linalg.norm(a - ref) / np.linalg.norm(ref))
+
+
+# --------------------------------------------------------------------------------------------
+# Round trips
+
+
+def test_bf16_convert_is_lossless(hf, out, tokens, audio):
+    ref, conv = load_model(hf), load_model(out["bf16"])
+    assert_array_equal(logits(conv, tokens), logits(ref, tokens))
+    assert_array_equal(np.array(conv.mimi.encode(audio)), np.array(ref.mimi.encode(audio)))
+    for model in (ref, conv):
+        params = dict(tree_flatten(model.parameters()))
+        assert {v.dtype for k, v in params.items() if k.startswith("lm.")} == {mx.bfloat16}
+        assert {v.dtype for k, v in params.items() if k.startswith("mimi.")} == {mx.float32}
+
+    d = out["bf16"]
+    config = json.loads((d / "config.json").read_text())
+    assert "quantization" not in config
+    assert ModelArgs.from_file(d).lm == ModelArgs.from_file(hf).lm
+    for name in ("tokenizer.json", "tokenizer_config.json", "processor_config.json", "generation_config.json"):
+        assert (d / name).read_bytes() == (hf / name).read_bytes()
+    _, meta = mx.load(str(d / "model.safetensors"), return_metadata=True)
+    assert meta == {"format": "mlx"}
+    assert all(k.startswith(("lm.", "mimi.")) for k in load_weights(d))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantized_round_trip(hf, out, tokens, bits):
+    model = load_model(out[f"q{bits}"])
+    config = json.loads((out[f"q{bits}"] / "config.json").read_text())
+    assert config["quantization"] == {"group_size": 64, "bits": bits}
+    assert model.args.quantization == {"group_size": 64, "bits": bits}
+    kinds = {p: type(m) for p, m in model.named_modules()}
+    linears = [p for p, t in kinds.items() if t in (nn.Linear, nn.QuantizedLinear)]
+    assert linears and all(kinds[p] is nn.QuantizedLinear for p in linears if p.startswith("lm."))
+    assert all(kinds[p] is nn.Linear for p in linears if p.startswith("mimi."))
+    assert kinds["lm.embed_tokens"] is nn.Embedding
+    assert all(m.bits == bits for p, m in model.named_modules() if isinstance(m, nn.QuantizedLinear))
+    # Saving and loading changes nothing: same logits as quantizing the HF checkpoint on load.
+    on_load = load_model(hf, quantize={"bits": bits, "group_size": 64})
+    assert_array_equal(logits(model, tokens), logits(on_load, tokens))
+
+
+def test_quantization_error(hf, out, tokens):
+    """Relative logit error against the same weights run in float32.
+
+    Affine quantization with groups of 64 rounds each weight to one of 2**bits levels over the
+    group's range (~5 std for 64 Gaussian weights): the rounding error is step / sqrt(12), about
+    0.6 % of a weight's std at 8 bits and 9.6 % at 4 bits, plus bf16 rounding of the scales and
+    biases (~0.2 %, the same order as bf16 itself). Measured on this checkpoint: bf16 0.004,
+    q8 0.014, q4 0.093. Bounds leave ~2x headroom; q4 must be clearly worse than q8 (16x on the
+    weights, ~7x here, as q8 sits near the bf16 floor).
+    """
+    ref = logits(load_model(hf, dtype="float32"), tokens)
+    err = {name: rel_err(logits(load_model(d), tokens), ref) for name, d in out.items()}
+    assert err["bf16"] < 0.01, err
+    assert err["q8"] < 0.03, err
+    assert err["q4"] < 0.2, err
+    assert err["q4"] > 3 * err["q8"], err
+    # The greedy text token mostly survives 8 bits.
+    agree = (logits(load_model(out["q8"]), tokens).argmax(-1) == ref.argmax(-1)).mean()
+    assert agree >= 0.8, agree
+
+
+def test_files_get_smaller(out):
+    size = {k: (d / "model.safetensors").stat().st_size for k, d in out.items()}
+    assert size["bf16"] > size["q8"] > size["q4"], size
+    # Only the LM linear weights shrink (embedding table bf16, Mimi f32 stay): per such weight,
+    # 16 bits -> bits + 32 / group_size bits (bf16 scale and bias per group of 64).
+    params = dict(tree_flatten(load_model(out["bf16"], lazy=True).parameters()))
+    n = sum(
+        v.size for k, v in params.items() if k.startswith("lm.") and k.endswith(".weight") and "embed" not in k
+        and "norm" not in k
+    )
+    for bits in (8, 4):
+        saved = size["bf16"] - size[f"q{bits}"]
+        expected = n * (16 - bits - 0.5) / 8
+        assert saved == pytest.approx(expected, rel=0.01), (bits, saved, expected)
+
+
+def test_load_without_torch_or_transformers(out):
+    """The package reads its own safetensors: neither torch nor transformers may be imported
+    (note: `import mlx_lm` imports transformers, via mlx_lm/__init__ -> tokenizer_utils)."""
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+        "import mlx.core as mx\n"
+        "from mlx_kyutai_is.utils import load_model\n"
+        "m = load_model(sys.argv[1])\n"
+        "t = mx.zeros((1, 3, 33), mx.int32)\n"
+        "print(m.lm(t).shape, m.mimi.encode(mx.zeros((1, 4800))).shape)\n"
+    )
+    for d in (out["bf16"], out["q4"]):
+        p = subprocess.run([sys.executable, "-c", code, str(d)], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr.strip().splitlines()[-1:] + p.stderr.strip().splitlines()[-6:-1]
+        assert "(1, 3, 9323) (1, 3, 32)" in p.stdout
+
+
+def test_dtype_option(hf, tmp_path):
+    m = load_model(hf, dtype="float32")
+    params = dict(tree_flatten(m.parameters()))
+    assert {v.dtype for v in params.values()} == {mx.float32}
+    d = convert(str(hf), str(tmp_path / "f16"), dtype="float16")
+    params = dict(tree_flatten(load_model(d).parameters()))
+    assert {v.dtype for k, v in params.items() if k.startswith("lm.")} == {mx.float16}
+    assert {v.dtype for k, v in params.items() if k.startswith("mimi.")} == {mx.float32}
+
+
+def test_sanitize_and_quant_predicate(hf):
+    weights = load_weights(hf)
+    args = ModelArgs.from_file(hf)
+    model = Model(args)
+    once = Model.sanitize(weights)
+    assert set(once) == {k for k, _ in tree_flatten(model.parameters())}
+    assert set(Model.sanitize(once)) == set(once)  # idempotent: MLX names pass through
+    preds = {p: model.quant_predicate(p, m) for p, m in model.named_modules()}
+    chosen = {p for p, q in preds.items() if q}
+    assert chosen == {p for p, m in model.named_modules() if p.startswith("lm.") and isinstance(m, nn.Linear)}
+    # An input size that is not a multiple of the group stays float (ffn 192 -> fc2 input 96).
+    small = Model(ModelArgs.from_dict({**json.loads((hf / "config.json").read_text()), "ffn_dim": 192}))
+    assert not small.quant_predicate("lm.layers.0.mlp.fc2", small.lm.layers[0].mlp.fc2, 64)
+    assert small.quant_predicate("lm.layers.0.mlp.fc2", small.lm.layers[0].mlp.fc2, 32)
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def test_module_help():
+    p = subprocess.run(
+        [sys.executable, "-m", "mlx_kyutai_is.convert", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    for opt in ("--hf-path", "--mlx-path", "--quantize", "--q-bits", "--q-group-size", "--dtype", "--force"):
+        assert opt in p.stdout
+
+
+def test_cli_convert(hf, tmp_path, tokens):
+    exe = shutil.which("mlx-kyutai-is")
+    cmd = [exe] if exe else [sys.executable, "-m", "mlx_kyutai_is.cli"]
+    dst = tmp_path / "cli-q8"
+    args = [*cmd, "convert", "--hf-path", str(hf), "--mlx-path", str(dst), "-q", "--q-bits", "8"]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "Wrote" in p.stdout and "MB" in p.stdout
+    model = load_model(dst)
+    assert model.args.quantization == {"group_size": 64, "bits": 8}
+    assert_array_equal(logits(model, tokens), logits(load_model(hf, quantize={"bits": 8}), tokens))
+
+    # An existing output directory is refused, one line, nothing touched; --force overwrites.
+    before = (dst / "model.safetensors").stat().st_mtime_ns
+    p = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr
+    assert p.stderr.strip().count("\n") == 0 and "not empty" in p.stderr and "--force" in p.stderr
+    assert (dst / "model.safetensors").stat().st_mtime_ns == before
+    p = subprocess.run([*args[:-3], "--force"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert load_model(dst).args.quantization is None
+
+
+# --------------------------------------------------------------------------------------------
+# Errors: one line naming the file or directory and the problem
+
+
+def _variant(src: Path, dst: Path, edit_weights=None, edit_config=None) -> Path:
+    shutil.copytree(src, dst)
+    if edit_weights is not None:
+        w = dict(mx.load(str(src / "model.safetensors")))
+        edit_weights(w)
+        mx.save_safetensors(str(dst / "model.safetensors"), w, metadata={"format": "mlx"})
+    if edit_config is not None:
+        c = json.loads((src / "config.json").read_text())
+        edit_config(c)
+        (dst / "config.json").write_text(json.dumps(c))
+    return dst
+
+
+def _truncate(d):
+    f = d / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _garble(d):
+    (d / "model.safetensors").write_bytes(os.urandom(4096))
+
+
+def _no_weights(d):
+    (d / "model.safetensors").unlink()
+
+
+def _bad_json(d):
+    (d / "config.json").write_text("{not json")
+
+
+def _shape(w):
+    w["lm.norm.weight"] = mx.ones((63,), mx.bfloat16)
+
+
+CASES = {
+    "missing dir": (None, "no such directory"),
+    "no weights": (dict(after=_no_weights), "no weights (model.safetensors"),
+    "bad config": (dict(after=_bad_json), "config.json: not valid JSON"),
+    "missing tensors": (dict(edit_weights=lambda w: w.pop("lm.norm.weight")), "missing 1 tensor(s): lm.norm.weight"),
+    "unexpected tensors": (dict(edit_weights=lambda w: w.update(extra=mx.zeros(2))), "unexpected 1 tensor(s): extra"),
+    "wrong shape": (dict(edit_weights=_shape), "lm.norm.weight has shape (63,), expected (64,)"),
+    "truncated": (dict(after=_truncate), "truncated safetensors file"),
+    "corrupt": (dict(after=_garble), "not a valid safetensors file"),
+    "bits mismatch": (
+        dict(src="q4", edit_config=lambda c: c.update(quantization={"group_size": 64, "bits": 8})),
+        "quantization (bits=8, group_size=64) does not match the weights",
+    ),
+    "group mismatch": (
+        dict(src="q4", edit_config=lambda c: c.update(quantization={"group_size": 32, "bits": 4})),
+        "does not match the weights",
+    ),
+    "quantized, no block": (
+        dict(src="q4", edit_config=lambda c: c.pop("quantization")),
+        "weights are quantized",
+    ),
+    "block, float weights": (
+        dict(edit_config=lambda c: c.update(quantization={"group_size": 64, "bits": 4})),
+        "holds none",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_load_errors(case, out, tmp_path, capsys):
+    spec, expected = CASES[case]
+    bad = tmp_path / "bad"
+    if spec is not None:
+        spec = dict(spec)
+        src, after = out[spec.pop("src", "bf16")], spec.pop("after", None)
+        _variant(src, bad, **spec)
+        if after is not None:
+            after(bad)
+    with pytest.raises((ModelLoadError, ConfigError)) as e:
+        load_model(bad)
+    msg = str(e.value)
+    assert expected in msg and str(bad) in msg and "\n" not in msg, msg
+
+    # The convert command reports the same line, exit status 1, and leaves no output behind.
+    code = main(["--hf-path", str(bad), "--mlx-path", str(tmp_path / "never")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and expected in err and "Traceback" not in err, err
+    assert not (tmp_path / "never").exists()
+
+
+def test_convert_refuses_existing_output(hf, out, tmp_path):
+    (tmp_path / "keep.txt").write_text("mine")
+    with pytest.raises(ModelLoadError, match="not empty"):
+        convert(str(hf), str(tmp_path))
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+    with pytest.raises(ModelLoadError, match="already quantized"):
+        convert(str(out["q4"]), str(tmp_path / "qq"), quantize=True)
+    with pytest.raises(ModelLoadError, match="already quantized"):
+        load_model(out["q4"], quantize={"bits": 8})
+    assert load_model(out["q4"], quantize={"bits": 4, "group_size": 64}).args.quantization["bits"] == 4
+
+
+# --------------------------------------------------------------------------------------------
+# Hub ids
+
+
+def test_hub_id(out, monkeypatch, tokens):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, **kw):
+        calls.append((repo_id, kw))
+        return str(out["q8"])
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    model = load_model("someone/kyutai-q8")
+    assert calls == [("someone/kyutai-q8", {"allow_patterns": ["*.json", "*.safetensors", "tokenizer*"]})]
+    assert_array_equal(logits(model, tokens), logits(load_model(out["q8"]), tokens))
+
+    def offline(repo_id, **kw):
+        raise OSError("We couldn't connect to 'https://huggingface.co'.\nsecond line")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    with pytest.raises(ModelLoadError) as e:
+        load_model("someone/missing")
+    assert "someone/missing" in str(e.value) and "couldn't connect" in str(e.value) and "\n" not in str(e.value)
