@@ -354,3 +354,32 @@ def test_hub_id(out, monkeypatch, tokens):
     with pytest.raises(ModelLoadError) as e:
         load_model("someone/missing")
     assert "someone/missing" in str(e.value) and "couldn't connect" in str(e.value) and "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------------------------
+# Maintainer script
+
+
+def test_publish_script(hf, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    import huggingface_hub
+
+    spec = importlib.util.spec_from_file_location("publish", ROOT / "convert" / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    uploads = []
+    monkeypatch.setattr(huggingface_hub, "create_repo", lambda repo, **kw: uploads.append(("create", repo)))
+    monkeypatch.setattr(huggingface_hub, "upload_folder", lambda **kw: uploads.append(("upload", kw["repo_id"])))
+    argv = ["--hf-path", str(hf), "--out-dir", str(tmp_path), "--variants", "bf16", "q4", "--repo-prefix", "me/k"]
+    assert publish.main([*argv, "--upload", "--license", "cc-by-4.0"]) == 0
+    for v, bits in (("bf16", None), ("q4", 4)):
+        d = tmp_path / f"k-{v}"
+        card = (d / "README.md").read_text(encoding="utf-8")
+        assert card.startswith("---\nbase_model: mideind/kyutai-stt-1b-is-en\n") and "license: cc-by-4.0" in card
+        assert f'load("me/k-{v}")' in card
+        assert (load_model(d).args.quantization or {}).get("bits") == bits
+    assert uploads == [("create", "me/k-bf16"), ("upload", "me/k-bf16"), ("create", "me/k-q4"), ("upload", "me/k-q4")]
+    capsys.readouterr()
+    assert publish.main(argv) == 1  # outputs exist: refused, one line
+    assert capsys.readouterr().err.count("\n") == 1
