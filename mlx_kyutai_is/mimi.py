@@ -359,7 +359,9 @@ class MimiEncoder(nn.Module):
         if not args.use_causal_conv:
             raise ValueError("config.json: codec_config.use_causal_conv is false; streaming Mimi needs causal convs")
         if args.audio_channels != 1:
-            raise ValueError(f"config.json: codec_config.audio_channels is {args.audio_channels}; only mono is supported")
+            raise ValueError(
+                f"config.json: codec_config.audio_channels is {args.audio_channels}; only mono is supported"
+            )
         if args.hidden_act != "gelu":
             raise ValueError(f"config.json: codec_config.hidden_act {args.hidden_act!r} is not supported (gelu)")
         self.args = args
@@ -487,7 +489,8 @@ class MimiEncoder(nn.Module):
             raise ValueError("encode: empty audio (0 samples)")
         if n <= 2 < B:
             raise ValueError(
-                f"encode: audio of shape {tuple(audio.shape)} looks like (samples, channels); pass mono (batch, samples)"
+                f"encode: audio of shape {tuple(audio.shape)} looks like (samples, channels); "
+                "pass mono (batch, samples)"
             )
         state = self.make_state(B)
         step = max(self.frame_size, int(chunk_seconds * self.args.sampling_rate) // self.frame_size * self.frame_size)

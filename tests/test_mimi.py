@@ -141,7 +141,8 @@ def test_full_size_codec_matches_transformers(full, clips):
     # Streaming the first 1.5 s in odd chunks gives the same first frames.
     audio = mx.array(clips["speech0"][: int(1.5 * SR)])[None]
     state = m.make_state()
-    got = np.concatenate([np.array(m.encode_step(audio[:, i : i + 1234], state)) for i in range(0, audio.shape[1], 1234)], 1)
+    steps = [m.encode_step(audio[:, i : i + 1234], state) for i in range(0, audio.shape[1], 1234)]
+    got = np.concatenate([np.array(c) for c in steps], 1)
     np.testing.assert_array_equal(got[0], speech[: audio.shape[1] // FRAME])
 
 
