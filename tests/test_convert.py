@@ -191,6 +191,34 @@ def test_sanitize_and_quant_predicate(hf):
     assert small.quant_predicate("lm.layers.0.mlp.fc2", small.lm.layers[0].mlp.fc2, 32)
 
 
+def test_full_size_quantization_plan():
+    """The published shapes (lazily, nothing evaluated): every LM linear layer quantizes at the
+    default group size (inputs 2048 and 5632 = 88 x 64), nothing else does, and the files come to
+    ~2.1 GB (bf16), ~1.36 GB (q8), ~0.96 GB (q4): the embedding table (307 MB bf16) and Mimi
+    (224 MB f32) stay as they are."""
+    from checkpoints import full_codec_kwargs, full_lm_kwargs
+
+    from mlx_kyutai_is.utils import quantize_model
+
+    config = {**full_lm_kwargs(), "codec_config": full_codec_kwargs()}
+    sizes = {}
+    for bits in (None, 8, 4):
+        model = Model(ModelArgs.from_dict(config))
+        if bits:
+            quantize_model(model, bits=bits, group_size=64)
+            q = [p for p, m in model.named_modules() if isinstance(m, nn.QuantizedLinear)]
+            assert len(q) == 16 * 6 + 1 and all(p.startswith("lm.") for p in q)
+            assert all(m.bits == bits for _, m in model.named_modules() if isinstance(m, nn.QuantizedLinear))
+        params = dict(tree_flatten(model.parameters()))
+        # on disk: Mimi float32, LM float weights / scales / biases bf16, packed weights uint32
+        sizes[bits] = sum(
+            v.size * (4 if k.startswith("mimi.") or v.dtype == mx.uint32 else 2) for k, v in params.items()
+        )
+    assert sizes[None] / 2**20 == pytest.approx(2111, abs=5)
+    assert sizes[8] / 2**20 == pytest.approx(1359, abs=5)
+    assert sizes[4] / 2**20 == pytest.approx(957, abs=5)
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 
