@@ -20,7 +20,6 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .cache import RotatingKVCache
 from .config import MimiArgs
 
 
@@ -201,17 +200,47 @@ class TransformerLayer(nn.Module):
         return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
 
 
+class WindowKVCache:
+    """Keys/values of the last `window - 1` positions of one attention layer.
+
+    With a step's own T new keys appended, every query can attend exactly its window (transformers'
+    sliding-window mask: 0 <= q - k < window, itself included); `offset` counts every position ever
+    seen, so RoPE positions keep growing while memory stays at one window. (Self-contained rather
+    than `cache.RotatingKVCache`: the encoder must not pull in mlx_lm.)
+    """
+
+    def __init__(self, window: int):
+        self.window = window
+        self.keys = self.values = None
+        self.offset = 0
+
+    def make_mask(self, T: int) -> mx.array | None:
+        """The (T, keys) mask for the next T queries, before `update_and_fetch`."""
+        if T == 1:
+            return None  # it gets at most `window` keys, none in its future
+        n_prev = 0 if self.keys is None else self.keys.shape[2]
+        q = mx.arange(self.offset, self.offset + T)[:, None]
+        k = mx.arange(self.offset - n_prev, self.offset + T)[None]
+        return (k <= q) & (q - k < self.window)
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        self.offset += keys.shape[2]
+        if self.keys is not None:
+            keys = mx.concatenate([self.keys, keys], axis=2)
+            values = mx.concatenate([self.values, values], axis=2)
+        start = max(0, keys.shape[2] - (self.window - 1))
+        self.keys, self.values = keys[:, :, start:], values[:, :, start:]
+        return keys, values
+
+
 class EncoderTransformer(nn.Module):
     def __init__(self, args: MimiArgs):
         super().__init__()
-        self.window = args.sliding_window
         self.layers = [TransformerLayer(args) for _ in range(args.num_hidden_layers)]
 
-    def __call__(self, x, caches):
-        # Query q sees key k when 0 <= q - k < window (transformers' sliding-window causal mask,
-        # current step included), within the chunk as well as over the cache.
-        T = x.shape[1]
-        mask = caches[0].make_mask(T, window_size=self.window) if T > 1 else None
+    def __call__(self, x, caches: list[WindowKVCache]):
+        # Causal within the chunk and windowed over the cache, as transformers' full-sequence mask.
+        mask = caches[0].make_mask(x.shape[1])
         for layer, cache in zip(self.layers, caches):
             x = layer(x, cache, mask)
         return x
@@ -305,7 +334,7 @@ class MimiState:
 
     batch_size: int
     conv: list = field(default_factory=list)  # unconsumed input of each causal conv (or None)
-    kv: list = field(default_factory=list)  # one RotatingKVCache per transformer layer
+    kv: list = field(default_factory=list)  # one WindowKVCache per transformer layer
     samples: int = 0  # audio samples fed so far
     frames: int = 0  # code frames returned so far
     flushed: bool = False
@@ -388,7 +417,7 @@ class MimiEncoder(nn.Module):
         return MimiState(
             batch_size=batch_size,
             conv=[None] * self.n_convs,
-            kv=[RotatingKVCache(self.args.sliding_window) for _ in self.encoder_transformer.layers],
+            kv=[WindowKVCache(self.args.sliding_window) for _ in self.encoder_transformer.layers],
         )
 
     def _forward(self, audio: mx.array, state: MimiState, final: bool) -> mx.array:

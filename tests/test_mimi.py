@@ -10,7 +10,7 @@ import torch
 from mlx.utils import tree_flatten
 
 from mlx_kyutai_is.config import MimiArgs, ModelArgs
-from mlx_kyutai_is.mimi import MimiEncoder
+from mlx_kyutai_is.mimi import MimiEncoder, WindowKVCache
 
 SR = checkpoints.SAMPLE_RATE
 FRAME = 1920
@@ -183,6 +183,23 @@ def test_different_speech_gives_different_codes(small, clips):
     for k in range(32):
         assert (a[:n, k] != b[:n, k]).any(), f"codebook {k} is the same for different sentences"
         assert len(set(a[:, k])) > 1, f"codebook {k} is constant over a sentence"
+
+
+def test_window_cache_attends_exactly_the_window():
+    """Per query position q, the keys it may attend are exactly q - window < k <= q, whatever the
+    step sizes; the cache never holds more than window - 1 positions between steps."""
+    window, cache, pos = 5, WindowKVCache(5), 0
+    for T in [1, 3, 1, 1, 7, 2, 1, 12, 1, 4]:
+        new = mx.arange(pos, pos + T, dtype=mx.float32).reshape(1, 1, T, 1)
+        mask = cache.make_mask(T)
+        keys, _ = cache.update_and_fetch(new, new)
+        keys = np.array(keys).ravel().astype(int)
+        m = np.ones((T, len(keys)), bool) if mask is None else np.array(mask)
+        for i in range(T):
+            q = pos + i
+            assert sorted(keys[m[i]]) == list(range(max(0, q - window + 1), q + 1)), (T, q)
+        pos += T
+        assert cache.offset == pos and cache.keys.shape[2] == min(pos, window - 1)
 
 
 @pytest.mark.parametrize("chunk", [240, 1920, 24000, 1234, "random"])
