@@ -1,20 +1,26 @@
 # Copyright © 2026 mlx-kyutai-is contributors
 """Rolling KV cache for sliding-window attention over an unbounded stream.
 
-mlx-lm's `RotatingKVCache` already does what streaming needs: a ring of exactly `max_size`
-slots for one-token steps (the current key included, as transformers' sliding-window cache
-attends `sliding_window` positions), an `offset` that keeps counting past the window (RoPE
-positions grow for hours while memory stays fixed), and re-ordering into time order before a
-multi-token append, which then returns the `max_size - 1` previous keys plus the chunk.
-Its `make_mask(T, window_size=max_size)` is the matching chunk mask: query q sees key k when
-0 <= q - k < window ("causal" while the chunk and its history fit in one window).
-We only add `reset()`.
+The semantics are those of mlx-lm's `RotatingKVCache` (and transformers' sliding-window cache):
+a ring of exactly `max_size` slots for one-token steps, the current key included; an `offset`
+that keeps counting past the window (RoPE positions grow for hours while memory stays fixed);
+and, before a multi-token append, the ring put back in time order so the chunk sees the
+`max_size - 1` previous keys plus itself. It is written here rather than imported because
+importing `mlx_lm` imports transformers, which the package must not need at run time.
 """
 
-from mlx_lm.models.cache import RotatingKVCache as _MlxLmRotatingKVCache
+import mlx.core as mx
 
 
-class RotatingKVCache(_MlxLmRotatingKVCache):
+def window_mask(n_queries: int, offset: int, n_keys: int, window: int) -> mx.array:
+    """Bool (n_queries, n_keys) mask: queries at positions offset.., keys in time order ending at
+    the last query; key k is visible to query q when 0 <= q - k < window."""
+    q = mx.arange(offset, offset + n_queries)[:, None]
+    k = mx.arange(offset + n_queries - n_keys, offset + n_queries)[None]
+    return (k <= q) & (q - k < window)
+
+
+class RotatingKVCache:
     """Keys/values of the last `max_size` positions; `offset` counts every position ever seen.
 
     Parameters
@@ -25,10 +31,62 @@ class RotatingKVCache(_MlxLmRotatingKVCache):
     """
 
     def __init__(self, max_size: int):
-        super().__init__(max_size=max_size, keep=0)
+        self.max_size = max_size
+        self.reset()
 
     def reset(self):
-        """Forget everything: the next update starts at position 0 (memory is allocated again)."""
+        """Forget everything: the next update starts at position 0."""
         self.keys = self.values = None
         self.offset = 0
-        self._idx = 0
+        self._idx = 0  # next slot to write: the oldest entry once the ring is full
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
+
+    def _temporal(self, x: mx.array) -> mx.array:
+        if self.offset < self.max_size:
+            return x[..., : self.offset, :]
+        return mx.concatenate([x[..., self._idx :, :], x[..., : self._idx, :]], axis=2)
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        """Append (B, H, T, D) keys/values; return what the T queries attend, in a layout that
+        `make_mask(T)` describes (for T == 1: every returned key is visible)."""
+        T = keys.shape[2]
+        if T == 1:
+            if self.keys is None:
+                B, H, _, D = keys.shape
+                self.keys = mx.zeros((B, H, self.max_size, D), keys.dtype)
+                self.values = mx.zeros((B, H, self.max_size, values.shape[3]), values.dtype)
+            # In-place slot write: no per-step re-allocation, memory fixed at `max_size` slots.
+            self.keys[..., self._idx : self._idx + 1, :] = keys
+            self.values[..., self._idx : self._idx + 1, :] = values
+            self._idx = (self._idx + 1) % self.max_size
+            self.offset += 1
+            n = min(self.offset, self.max_size)
+            return self.keys[..., :n, :], self.values[..., :n, :]
+        keep = self.max_size - 1
+        if self.keys is not None and keep > 0:
+            k = mx.concatenate([self._temporal(self.keys)[..., -keep:, :], keys], axis=2)
+            v = mx.concatenate([self._temporal(self.values)[..., -keep:, :], values], axis=2)
+        else:
+            k, v = keys, values
+        self.offset += T
+        # Store the newest `max_size` in time order; the ring then continues from slot 0 (the oldest).
+        n = min(k.shape[2], self.max_size)
+        B, H, _, D = k.shape
+        self.keys = mx.zeros((B, H, self.max_size, D), k.dtype)
+        self.values = mx.zeros((B, H, self.max_size, v.shape[3]), v.dtype)
+        self.keys[..., :n, :] = k[..., -n:, :]
+        self.values[..., :n, :] = v[..., -n:, :]
+        self._idx = n % self.max_size
+        return k, v
+
+    def make_mask(self, N: int, window_size: int | None = None):
+        """Mask for the next `N`-token update (call before it): None for one token, else a bool
+        (N, keys) array with 0 <= q - k < window."""
+        if N == 1:
+            return None
+        window = window_size or self.max_size
+        n_keys = N + min(self.offset, self.max_size - 1)
+        return window_mask(N, self.offset, n_keys, window)

@@ -9,9 +9,8 @@ and predicts the next text token. The arithmetic follows transformers'
 
 import mlx.core as mx
 import mlx.nn as nn
-from mlx_lm.models.base import create_causal_mask
 
-from .cache import RotatingKVCache
+from .cache import RotatingKVCache, window_mask
 from .config import LmArgs
 
 
@@ -151,7 +150,7 @@ class LM(nn.Module):
             if cache is not None:
                 mask = cache[0].make_mask(T, window_size=window)
             else:
-                mask = "causal" if T <= window else create_causal_mask(T, 0, window_size=window)
+                mask = "causal" if T <= window else window_mask(T, 0, T, window)
         for layer, c in zip(self.layers, cache or [None] * len(self.layers)):
             x = layer(x, c, mask)
         return self.lm_head(self.norm(x)).astype(mx.float32)
