@@ -194,6 +194,7 @@ class Stream:
         self._started = False
         self._flushed = False
         self._frames_read = 0  # Mimi frames the LM has read
+        self._steps = 0
         self.recoveries: list[tuple[float, str]] = []
         self.assemblers = {t: WordAssembler(self.tokenizer, t, self._time_of_step) for t in self.tasks}
         if self.watchdog is not None:
@@ -221,7 +222,8 @@ class Stream:
 
     @property
     def steps(self) -> int:
-        return self.decoder.step_index
+        """LM steps run on this stream (watchdog re-primes included)."""
+        return self._steps
 
     @property
     def words(self) -> dict[str, list[Word]]:
@@ -257,6 +259,7 @@ class Stream:
                 self._frames_read += 1
             prefix = self.decoder.step_index < self.decoder.prefix_len
             current = (self._frames_read, self.decoder.step(c), prefix)
+            self._steps += 1
             self.decoder.schedule()
             if prev is not None:
                 out += self._emit(*prev)
