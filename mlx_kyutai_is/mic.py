@@ -628,8 +628,8 @@ def run_mic(
             if error is None:
                 # what was captured before the stop is still transcribed
                 while (block := capture.get(timeout=0)) is not None:
-                    emit(stream.feed(block))
-            emit(stream.flush())
+                    emit(stream.feed(block), stream.partials)
+            emit(stream.flush(), stream.partials)
         except KeyboardInterrupt:  # Ctrl-C again: skip the rest, keep what we have
             pass
         except Exception as e:
