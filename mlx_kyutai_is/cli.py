@@ -87,11 +87,18 @@ def _add_model_args(p: argparse.ArgumentParser):
     )
 
 
-def _positive_float(s: str) -> float:
-    v = float(s)
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
-    return v
+def _positive(kind):
+    def parse(s: str):
+        v = kind(s)
+        if not v > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+        return v
+
+    parse.__name__ = kind.__name__  # argparse names the type in "invalid int value" messages
+    return parse
+
+
+_positive_float, _positive_int = _positive(float), _positive(int)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,11 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("audio", nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg, ...); - reads stdin")
     _add_model_args(p)
     p.add_argument("--output-format", "-f", default="txt", choices=FORMATS, help="what to write; all = every format")
-    p.add_argument("--output-dir", "-o", default=".", help="directory for the output files")
+    p.add_argument("--output-dir", "-o", default=".", metavar="DIR", help="directory for the output files")
     p.add_argument("--verbose", "-v", action="store_true", help="print words as they are decoded")
-    p.add_argument("--max-line-width", type=int, default=42, help="subtitles: characters per line")
-    p.add_argument("--max-line-count", type=int, default=2, help="subtitles: lines per cue")
-    p.add_argument("--max-cue-duration", type=_positive_float, default=6.0, help="subtitles: seconds per cue")
+    p.add_argument("--max-line-width", type=_positive_int, default=42, metavar="N", help="subtitles: characters per line")
+    p.add_argument("--max-line-count", type=_positive_int, default=2, metavar="N", help="subtitles: lines per cue")
+    p.add_argument("--max-cue-duration", type=_positive_float, default=6.0, metavar="SECONDS", help="subtitles: seconds per cue")
     p.set_defaults(func=cmd_transcribe)
 
     # mic ------------------------------------------------------------------------------------
@@ -286,9 +293,7 @@ def cmd_mic(args) -> int:
         print(mic.list_devices())
         return 0
     if args.output is not None:
-        suffix = Path(args.output).suffix.lstrip(".").lower()
-        if suffix and suffix not in FORMATS[:-1]:
-            raise UserError(f"{args.output}: unsupported transcript format .{suffix} (use .txt, .srt, .vtt or .json)")
+        mic.transcript_format(args.output)  # before loading the model: fail fast
     if args.input_file is not None:
         source = mic.FileSource(args.input_file, paced=not args.unpaced)
     else:
@@ -328,15 +333,25 @@ def _delegate(command: str, argv: list[str]) -> int:
 # Errors and warnings: one line each
 
 
+def _raised_by_package(e: BaseException) -> bool:
+    """True if the package's own code raised `e` (its message was written for users)."""
+    if type(e).__module__.startswith("mlx_kyutai_is"):
+        return True
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and Path(tb.tb_frame.f_code.co_filename).parent == Path(__file__).parent
+
+
 def _error(e: BaseException | str, prefix: str = ""):
-    """One line on stderr. The package's own errors and OS errors carry messages written for users;
-    anything else (a bug) also names its type, and --debug shows its traceback."""
+    """One line on stderr. Errors raised by the package and OS errors carry messages written for
+    users; anything else (a bug) also names its type, and --debug shows its traceback."""
     if isinstance(e, BaseException):
         lines = str(e).strip().splitlines()
         msg = lines[0] if lines else ""
         if isinstance(e, OSError) and e.filename is not None:
             msg = f"{e.filename}: {e.strerror or msg}"
-        elif not (type(e).__module__.startswith("mlx_kyutai_is") or isinstance(e, OSError)) or not msg:
+        elif not (_raised_by_package(e) or isinstance(e, OSError)) or not msg:
             msg = f"{type(e).__name__}: {msg} (--debug shows the traceback)" if msg else type(e).__name__
     else:
         msg = e

@@ -26,6 +26,7 @@ from typing import Protocol, TextIO
 import numpy as np
 
 from .audio import FRAME_SIZE, SAMPLE_RATE, AudioError, WavWriter, iter_audio_blocks
+from .writers import FORMATS, SENTENCE_END, get_writer
 
 
 class DeviceError(RuntimeError):
@@ -318,7 +319,6 @@ class _Capture:
 
 
 DIM, RESET, CLEAR_DOWN = "\x1b[2m", "\x1b[0m", "\x1b[J"
-_SENTENCE_END = (".", "?", "!", "…")
 
 
 class LiveDisplay:
@@ -366,7 +366,7 @@ class LiveDisplay:
             self._commit(task, self.lines[task])
             line = text
         self.lines[task] = line
-        if not self.tty and (len(line) >= limit or line.endswith(_SENTENCE_END)):
+        if not self.tty and (len(line) >= limit or SENTENCE_END.search(line)):
             self._commit(task, line)
             self.lines[task] = ""
 
@@ -421,18 +421,22 @@ class LiveDisplay:
 # Transcript file
 
 
+def transcript_format(path) -> str:
+    """The writer format for a transcript path, by its suffix (none: txt); ValueError if unknown."""
+    fmt = Path(path).suffix.lstrip(".").lower() or "txt"
+    if fmt not in FORMATS:
+        raise ValueError(f"{path}: unsupported transcript format .{fmt} (use .txt, .srt, .vtt or .json)")
+    return fmt
+
+
 class TranscriptFile:
     """`-o`: final words appended as they come (a .txt survives a crash), and the complete
     transcript written by `writers` at the end (txt, srt, vtt or json by the file's suffix;
     ``name.is.ext`` / ``name.en.ext`` for task "both")."""
 
     def __init__(self, path, tasks):
-        from .writers import FORMATS
-
         path = Path(path)
-        self.fmt = path.suffix.lstrip(".").lower() or "txt"
-        if self.fmt not in FORMATS:
-            raise ValueError(f"{path}: unsupported transcript format .{self.fmt} (use .txt, .srt, .vtt or .json)")
+        self.fmt = transcript_format(path)
         self.dir, self.name = path.parent, path.stem if path.suffix else path.name
         self.tasks = list(tasks)
         self.live = {}  # task -> [open .txt file, words written]
@@ -463,8 +467,6 @@ class TranscriptFile:
             f.write("\n")
             f.close()
         if transcripts:
-            from .writers import get_writer
-
             result = transcripts if len(self.tasks) > 1 else transcripts[self.tasks[0]]
             get_writer(self.fmt, self.dir)(result, self.name)
         return [p for p in self.paths if p.exists()]

@@ -16,7 +16,7 @@ from typing import Callable, TextIO
 FORMATS = ("txt", "srt", "vtt", "json")
 
 # A word ending a sentence (closing quotes/brackets allowed after the mark) ends a cue.
-_SENTENCE_END = re.compile(r"[.?!…][\"'”»)\]]*$")
+SENTENCE_END = re.compile(r"[.?!…][\"'”»)\]]*$")
 
 
 def format_timestamp(seconds: float, decimal_marker: str = ".") -> str:
@@ -86,7 +86,7 @@ def build_cues(
         if lines and (
             w_start - end > max_gap
             or w_end - start > max_duration
-            or _SENTENCE_END.search(prev_text)
+            or SENTENCE_END.search(prev_text)
         ):
             close()
         if lines and len(" ".join(lines[-1] + [text])) > max_line_width:
