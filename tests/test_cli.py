@@ -141,7 +141,7 @@ def test_transcribe_two_files_all_formats(tmp_path, small_hf, speech):
 
 def test_transcribe_stdin_both(tmp_path, small_hf, speech):
     p = run("transcribe", "-", "--model", small_hf, "--task", "both", "-f", "json", "-o", tmp_path,
-            stdin=Path(speech[2]).read_bytes())  # fmt: skip
+            stdin=Path(speech[2]).read_bytes())
     assert p.returncode == 0, text(p.stderr)
     tasks = {t: json.loads((tmp_path / f"stdin.{t}.json").read_text(encoding="utf-8")) for t in ("is", "en")}
     assert [d["task"] for d in tasks.values()] == ["is", "en"]
@@ -168,7 +168,7 @@ def test_transcribe_per_file_errors(tmp_path, small_hf, speech, bad_files):
 def test_transcribe_bad_file_alone(which, bad_files, tmp_path):
     """A run with nothing readable fails fast, before the model is loaded (its path is bogus here)."""
     assert_one_line_error(run("transcribe", bad_files[which], "--model", "/nonexistent", "-o", tmp_path),
-                          str(bad_files[which]))  # fmt: skip
+                          str(bad_files[which]))
 
 
 def test_bad_model_is_one_line(speech, tmp_path):

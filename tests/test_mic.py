@@ -156,7 +156,7 @@ def test_file_source_unpaced(tmp_path, wav):
     res = run_mic(
         stt, "is", FileSource(wav, paced=False), output=tmp_path / "t.txt", save_audio=tmp_path / "rec.wav",
         display=display, log=log, max_lag=0.2,
-    )  # fmt: skip
+    )
     audio = read_wav(wav)
     stream = stt.last
     # lossless: every sample reached the model, in order, in 1920-sample frames
@@ -181,7 +181,7 @@ def test_interrupt_flushes_and_writes(tmp_path):
     display, out = quiet_display()
     src = ScriptedSource(10, interrupt=True)
     res = run_mic(stt, "is", src, output=tmp_path / "t.srt", save_audio=tmp_path / "rec.wav",
-                  display=display, log=io.StringIO())  # fmt: skip
+                  display=display, log=io.StringIO())
     assert res.interrupted
     assert stt.last.words["is"][-1].text == "endir."
     assert "endir." in (tmp_path / "t.srt").read_text(encoding="utf-8")
@@ -210,7 +210,7 @@ def test_slow_model_bounded_queue(tmp_path):
     log = io.StringIO()
     src = ScriptedSource(100, interval=0.004, block_size=block)
     res = run_mic(stt, "is", src, save_audio=tmp_path / "rec.wav", display=display, log=log,
-                  max_lag=0.1, warn_lag=0.05)  # fmt: skip
+                  max_lag=0.1, warn_lag=0.05)
     max_frames = 5  # 0.1 s / 20 ms
     assert res.max_queue <= max_frames
     assert res.dropped > 50
@@ -225,7 +225,7 @@ def test_model_error_writes_then_raises(tmp_path):
     display, _ = quiet_display()
     with pytest.raises(RuntimeError, match="the model broke"):
         run_mic(stt, "is", ScriptedSource(20, realtime=False), output=tmp_path / "t.txt",
-                save_audio=tmp_path / "rec.wav", display=display, log=io.StringIO())  # fmt: skip
+                save_audio=tmp_path / "rec.wav", display=display, log=io.StringIO())
     assert (tmp_path / "t.txt").read_text(encoding="utf-8").split() == ["is1", "is2", "endir."]
     rec, _ = sf.read(tmp_path / "rec.wav", dtype="float32")
     assert len(rec) >= 8 * FRAME
@@ -270,12 +270,12 @@ def cli(*args, **kw):
     code = "import sys; from mlx_kyutai_is.cli import main; sys.exit(main())"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     return subprocess.Popen([sys.executable, "-c", code, *map(str, args)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 
 
 def test_mic_command_prints_text(tmp_path, ckpt, wav):
     p = cli("mic", "--model", ckpt, "--input-file", wav, "--unpaced", "-o", tmp_path / "t.txt",
-            "--save-audio", tmp_path / "rec.wav")  # fmt: skip
+            "--save-audio", tmp_path / "rec.wav")
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert "Traceback" not in err
@@ -287,7 +287,7 @@ def test_mic_command_prints_text(tmp_path, ckpt, wav):
 def test_mic_command_sigterm(tmp_path, ckpt, wav):
     """SIGTERM in the middle of a (real-time paced) session: exit 0, transcript and recording written."""
     p = cli("mic", "--model", ckpt, "--input-file", wav, "-o", tmp_path / "t.txt",
-            "--save-audio", tmp_path / "rec.wav")  # fmt: skip
+            "--save-audio", tmp_path / "rec.wav")
     err_lines = []
     for line in p.stderr:
         err_lines.append(line)
