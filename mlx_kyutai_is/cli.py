@@ -294,14 +294,12 @@ def cmd_mic(args) -> int:
         return 0
     if args.output is not None:
         mic.transcript_format(args.output)  # before loading the model: fail fast
+    # the device (or file) is checked before loading the model: fail fast
     if args.input_file is not None:
         source = mic.FileSource(args.input_file, paced=not args.unpaced)
     else:
-        device = mic.resolve_device(args.device)  # before loading the model: fail fast
-        source = None
+        source = mic.SoundDeviceSource(args.device)
     stt = _load(args)
-    if source is None:
-        source = mic.SoundDeviceSource(device, sample_rate=stt.sample_rate)
     mic.run_mic(
         stt,
         args.task,
