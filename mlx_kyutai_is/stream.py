@@ -9,10 +9,17 @@ The fine-tune's protocol (model card):
 - text comes out ~5 s after the audio it transcribes, so the end of a stream is flushed by
   feeding silence as fast as compute allows.
 
-Timestamps: a token emitted at step s is dated ``s * frame_s - text_delay - silence_prefix``
+Words: a piece starting with "▁" begins a new word; id 0 (Kyutai's end-of-padding marker, sent
+just before a word) also closes the word being built, pad (3) does not (a word's pieces may be
+spread over several steps). A word becomes final when it is closed, or at `flush()`.
+
+Timestamps: the token chosen at step s (the LM has then read audio frames 0..s-1, i.e. the first
+``s * frame_s`` seconds of the padded audio) is dated ``s * frame_s - text_delay - silence_prefix``
 seconds of the input audio (frame_s = 0.08 s), clamped to [0, duration]. A word starts at its first
 piece's step and ends one step after its last piece. This is the rule of Kyutai's Rust server
 (`(step_idx - asr_delay_in_tokens) / frame_rate`) with the silence prefix we add taken off.
+`text_delay` defaults to the 5 s the fine-tune was trained with (model card; no config file holds
+it: the processor's `audio_delay_seconds` is the base model's right padding, not this delay).
 """
 
 import logging
@@ -36,6 +43,12 @@ DEFAULT_PAD_STEPS = 12
 DEFAULT_TEXT_DELAY_S = 5.0
 # The model card's recipe appends 5 s of silence so the delayed words come out.
 DEFAULT_TRAILING_SILENCE_S = 5.0
+# Kyutai's end-of-padding id, emitted just before a new word: a word boundary (MODEL.md).
+WORD_BOUNDARY_ID = 0
+# `feed()` hands Mimi at most this much audio at once (bounded memory for long arrays).
+MAX_FEED_SECONDS = 10.0
+# Release MLX's buffer cache this often (steps), as mlx-lm's generate does.
+CLEAR_CACHE_EVERY = 256
 
 
 def task_list(task: str) -> list[str]:
@@ -120,6 +133,8 @@ class WordAssembler:
         if prefix:
             return []
         self.text_tokens.append(token)
+        if token == WORD_BOUNDARY_ID:
+            return [self._close()] if self._current else []
         if self.tokenizer.is_special(token):
             return []
         done = []
@@ -261,6 +276,8 @@ class Stream:
             current = (self._frames_read, self.decoder.step(c), prefix)
             self._steps += 1
             self.decoder.schedule()
+            if self._steps % CLEAR_CACHE_EVERY == 0:
+                mx.clear_cache()
             if prev is not None:
                 out += self._emit(*prev)
             prev = current
@@ -281,13 +298,15 @@ class Stream:
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         if not np.isfinite(samples).all():
             samples = np.nan_to_num(samples, nan=0.0, posinf=0.0, neginf=0.0)
-        head = []
-        if self._padded_in == 0:
-            head = [np.zeros(int(self.silence_prefix * self.sample_rate), np.float32)]
         self.samples_in += len(samples)
-        codes = self._encode(np.concatenate(head + [samples]))
-        self._frames += codes.shape[0]
-        words = self._run(codes, codes.shape[0])
+        padded = samples
+        if self._padded_in == 0:
+            padded = np.concatenate([np.zeros(int(self.silence_prefix * self.sample_rate), np.float32), samples])
+        words, block = [], int(MAX_FEED_SECONDS * self.sample_rate)
+        for i in range(0, len(padded), block):
+            codes = self._encode(padded[i : i + block])
+            self._frames += codes.shape[0]
+            words += self._run(codes, codes.shape[0])
         if self.watchdog is not None and (reason := self.watchdog.observe(samples, words)):
             words += self.recover(reason)
             self.watchdog.reset()

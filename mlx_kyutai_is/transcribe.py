@@ -91,9 +91,11 @@ class STT:
     ):
         """Transcribe a file path ("-" for stdin) or an array of samples.
 
-        By default this reproduces the model card's transformers recipe exactly: 5 s of silence
-        appended, the processor's left/right padding, greedy decoding with the task prefix and
-        12 forced pad steps.
+        By default this runs the model card's transformers recipe step for step: 5 s of silence
+        appended, the processor's left/right padding, floor(padded samples / 1920) LM steps,
+        greedy decoding with the task prefix and 12 forced pad steps. The tokens are those of the
+        recipe exactly when both compute in float32 (``load(..., dtype="float32")``); in bf16 the
+        two frameworks' kernels round differently and may break an argmax near-tie the other way.
 
         Parameters
         ----------
@@ -103,25 +105,33 @@ class STT:
         task : {"is", "en", "both"}
         verbose : bool
             Print words as they are decoded.
-        progress : callable, optional
-            Called as ``progress(seconds_done, total_seconds)``.
+        progress : callable or bool, optional
+            Called as ``progress(seconds_done, total_seconds)`` (total is None for a file whose
+            length is unknown up front); ``True`` shows a tqdm bar on stderr.
+        **stream_options
+            `pad_steps`, `text_delay`, `trailing_silence`, `watchdog`: see `stream()`.
 
         Returns
         -------
         Transcript, or dict[str, Transcript] for task="both".
         """
-        from .audio import iter_audio_blocks, prepare_array
+        from .audio import audio_duration, iter_audio_blocks, prepare_array
 
         tasks = task_list(task)
         rate = self.sample_rate
         if isinstance(audio, (str, Path)):
+            total = audio_duration(audio) if progress is not None else None
             blocks = iter_audio_blocks(audio, block_seconds=BLOCK_SECONDS, sr=rate)
-            total = None
         else:
             samples = prepare_array(audio, sr_in=sr or rate, sr=rate)
             step = int(BLOCK_SECONDS * rate)
             blocks = (samples[i : i + step] for i in range(0, len(samples), step))
             total = len(samples) / rate
+        bar = None
+        if progress is True:
+            bar, progress = _tqdm_progress(total)
+        elif progress is False:
+            progress = None
         stream = self.stream(task, **stream_options)
         for block in blocks:
             words = stream.feed(block)
@@ -134,6 +144,8 @@ class STT:
             _print_words(words, len(tasks) > 1)
         if progress is not None:
             progress(stream.duration, total)
+        if bar is not None:
+            bar.close()
         results = stream.transcripts()
         return results if task == "both" else results[task]
 
@@ -144,9 +156,32 @@ def _print_words(words, show_task: bool):
         print(f"{tag}[{w.start:7.2f} -> {w.end:7.2f}] {w.text}", file=sys.stdout, flush=True)
 
 
-def transcribe(audio, *, model="mideind/kyutai-stt-1b-is-en", task: str = "is", **options):
-    """Transcribe `audio` with `model` (an `STT`, a model directory or a hub id)."""
-    from . import load
+def _tqdm_progress(total):
+    """A tqdm bar on stderr over audio seconds, and the `progress` callback that moves it."""
+    from tqdm import tqdm
 
-    stt = model if isinstance(model, STT) else load(model)
+    bar = tqdm(total=None if total is None else round(total, 1), unit="s", desc="transcribing", leave=False, file=sys.stderr)
+    return bar, lambda done, _total=None: bar.update(round(done, 1) - bar.n)
+
+
+class ModelHolder:
+    """Keeps the last model `transcribe()` loaded, so repeated calls don't reload it
+    (as mlx_whisper's ModelHolder)."""
+
+    stt: "STT | None" = None
+    key: str | None = None
+
+    @classmethod
+    def get(cls, path_or_repo: str) -> "STT":
+        from . import load
+
+        if cls.stt is None or cls.key != str(path_or_repo):
+            cls.stt, cls.key = None, None  # free the old weights before loading new ones
+            cls.stt, cls.key = load(str(path_or_repo)), str(path_or_repo)
+        return cls.stt
+
+
+def transcribe(audio, *, model="mideind/kyutai-stt-1b-is-en", task: str = "is", **options):
+    """Transcribe `audio` with `model` (an `STT`, or a model directory / hub id, loaded once and kept)."""
+    stt = model if isinstance(model, STT) else ModelHolder.get(model)
     return stt.transcribe(audio, task=task, **options)

@@ -9,8 +9,10 @@ import pytest
 from checkpoints import read_wav
 
 from mlx_kyutai_is.config import ModelArgs
-from mlx_kyutai_is.stream import TASK_PREFIXES, Stream
+from mlx_kyutai_is.stream import TASK_PREFIXES, WORD_BOUNDARY_ID, Stream
 from mlx_kyutai_is.tokenizer import Tokenizer
+
+SR, FRAME = 24000, 1920
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +64,92 @@ def test_reset_starts_a_fresh_utterance(stt, audio):
     assert s.transcripts()["en"].tokens == first
 
 
+def test_both_streamed_in_chunks_equals_offline_both(stt, audio):
+    offline = stt.transcribe(audio, task="both")
+    streamed = run_stream(stt, audio, 3000, task="both")
+    for task in ("is", "en"):
+        assert streamed[task].tokens == offline[task].tokens
+        assert [(w.text, w.start, w.end, w.task) for w in streamed[task].words] == [
+            (w.text, w.start, w.end, task) for w in offline[task].words
+        ]
+
+
+def test_feed_returns_each_word_once_when_final(stt, audio):
+    s = stt.stream("is")
+    got, partials = [], []
+    for i in range(0, len(audio), 4800):
+        got += s.feed(audio[i : i + 4800])
+        partials.append(s.partial)
+        assert s.partials == {"is": s.partial}
+        # what is final so far plus the partial word is the text so far
+        assert got == s.words["is"]
+    got += s.flush()
+    assert got == s.words["is"] and s.partial == ""
+    t = s.transcripts()["is"]
+    assert t.words == got and t.task == "is" and t.duration == pytest.approx(len(audio) / SR)
+    assert any(partials), "no partial word was ever shown"
+    # the words are the transcript cut at word boundaries
+    assert "".join(w.text for w in got).replace(" ", "") == t.text.replace(" ", "")
+    assert len(got) >= 3
+
+
+def test_shorter_flush_gives_a_prefix_of_the_tokens(stt, audio):
+    """Decoding is causal: flushing with less trailing silence stops earlier on the same path.
+    With no extra silence the steps are those of the processor's padding alone."""
+    full = stt.transcribe(audio, task="is")
+    short = stt.transcribe(audio, task="is", trailing_silence=0.0)
+    padded = int(stt.silence_prefix * SR) + len(audio) + int((stt.delay + 1.0) * SR)
+    assert len(short.tokens) == padded // FRAME
+    assert len(full.tokens) == (padded + 5 * SR) // FRAME
+    assert short.tokens == full.tokens[: len(short.tokens)]
+
+
+def reference_words(tok, tokens, time_of_step, n_prefix=4):
+    """The word rule of stream.py, restated: "▁" pieces start a word, id 0 closes one, other
+    special ids are skipped; start = time(first piece step), end = time(last piece step + 1)."""
+    words, cur = [], []
+    for step, t in enumerate(tokens):
+        if step < n_prefix:
+            continue
+        if (t == WORD_BOUNDARY_ID or tok.is_word_start(t)) and cur:
+            words.append(cur)
+            cur = []
+        if not tok.is_special(t):
+            cur.append((t, step))
+    words += [cur] if cur else []
+    return [
+        ([t for t, _ in w], time_of_step(w[0][1]), max(time_of_step(w[0][1]), time_of_step(w[-1][1] + 1)))
+        for w in words
+    ]
+
+
+def test_timestamps_of_two_utterances_follow_the_rule(stt, speech):
+    """Two sentences with 1.5 s of silence between: word times are the documented function of
+    the steps at which the pieces were emitted, monotonic and inside the input audio."""
+    a, b = read_wav(speech[0]), read_wav(speech[2])
+    audio = np.concatenate([a, np.zeros(int(1.5 * SR), np.float32), b])
+    dur = len(audio) / SR
+    text_delay = 0.5
+    t = stt.transcribe(audio, task="is", text_delay=text_delay)
+
+    def time_of_step(step):
+        return min(max(step * FRAME / SR - text_delay - stt.silence_prefix, 0.0), dur)
+
+    expected = reference_words(stt.tokenizer, t.tokens, time_of_step)
+    assert [(w.tokens, w.start, w.end) for w in t.words] == [(k, pytest.approx(s), pytest.approx(e)) for k, s, e in expected]
+    assert len(t.words) >= 3
+    starts = [w.start for w in t.words]
+    assert starts == sorted(starts)
+    assert all(0.0 <= w.start <= w.end <= dur for w in t.words)
+    assert all(x.end <= y.start + 1e-9 for x, y in zip(t.words, t.words[1:]))
+    # the default (5 s, the fine-tune's trained delay) shifts every unclamped time by 4.5 s
+    t5 = stt.transcribe(audio, task="is")
+    assert t5.tokens == t.tokens
+    for w, w5 in zip(t.words, t5.words):
+        if 4.5 <= w.start < dur:  # not clamped by either
+            assert w5.start == pytest.approx(w.start - 4.5)
+
+
 def test_feed_after_flush_is_an_error(stt, audio):
     s = stt.stream("is")
     s.feed(audio[:4000])
@@ -106,20 +194,45 @@ def test_word_timestamps_follow_the_documented_rule(small_hf):
     tok = Tokenizer.from_dir(small_hf, args.lm)
     starts = [i for i in range(100, 9000) if tok.is_word_start(i)][:2]
     cont = next(i for i in range(100, 9000) if not tok.is_word_start(i) and not tok.is_special(i))
-    # word 1 = pieces at steps 30, 31; a pad at 32; word 2 at step 55.
-    script = {30: starts[0], 31: cont, 55: starts[1]}
+    # word 1 = pieces at steps 30, 31, 33 (a pad at 32 does not split it); word 2 at step 55.
+    script = {30: starts[0], 31: cont, 33: cont, 55: starts[1]}
     model = SimpleNamespace(args=args, lm=ScriptedLM(args.lm, script), mimi=SilentMimi())
     s = Stream(model, tok, "is", silence_prefix=1.0, delay=0.5, text_delay=0.5, trailing_silence=0.0)
     s.feed(np.zeros(24000 * 4, np.float32))
     s.flush()
     words = s.words["is"]
     # time(step) = step * 0.08 - text_delay - silence_prefix; end = time(last piece step + 1).
-    assert [w.tokens for w in words] == [[starts[0], cont], [starts[1]]]
+    assert [w.tokens for w in words] == [[starts[0], cont, cont], [starts[1]]]
     assert words[0].start == pytest.approx(30 * 0.08 - 1.5)
-    assert words[0].end == pytest.approx(32 * 0.08 - 1.5)
+    assert words[0].end == pytest.approx(34 * 0.08 - 1.5)
     assert words[1].start == pytest.approx(55 * 0.08 - 1.5)
-    assert words[0].text == tok.decode([starts[0], cont]).strip()
+    assert words[1].end == pytest.approx(56 * 0.08 - 1.5)
+    assert words[0].text == tok.decode([starts[0], cont, cont]).strip()
     # 4 s + 1.0 s prefix + (0.5 + 1) s right pad -> floor(6.5 s / 80 ms) = 81 steps, as generate.
     assert s.steps == int(6.5 * 24000) // 1920
-    # The words become final when the next word starts, the last one at flush.
-    assert s.transcripts()["is"].text == tok.decode([starts[0], cont, starts[1]])
+    assert s.transcripts()["is"].text == tok.decode([starts[0], cont, cont, starts[1]])
+
+
+def test_words_become_final_at_the_next_word_or_a_boundary(small_hf):
+    args = ModelArgs.from_file(small_hf)
+    tok = Tokenizer.from_dir(small_hf, args.lm)
+    w1, w2 = [i for i in range(100, 9000) if tok.is_word_start(i)][:2]
+    cont = next(i for i in range(100, 9000) if not tok.is_word_start(i) and not tok.is_special(i))
+    # w1 at 20; the boundary id 0 at 25 closes it; a piece at 30 after the boundary is a word of
+    # its own; w2 at 40 closes that one; w2 stays partial until flush.
+    script = {20: w1, 25: WORD_BOUNDARY_ID, 30: cont, 40: w2}
+    model = SimpleNamespace(args=args, lm=ScriptedLM(args.lm, script), mimi=SilentMimi())
+    s = Stream(model, tok, "is", silence_prefix=0.0, delay=0.5, text_delay=0.0, trailing_silence=0.0)
+    final_at = {}
+    for i in range(60):  # one frame per feed: step i + 1 runs on feed i (step 0 on the first)
+        for w in s.feed(np.zeros(FRAME, np.float32)):
+            final_at[tuple(w.tokens)] = i + 1
+    assert final_at == {(w1,): 25, (cont,): 40}
+    assert s.partial == tok.decode([w2]).strip()
+    last = s.flush()
+    assert [w.tokens for w in last] == [[w2]] and s.partial == ""
+    assert [(w.start, w.end) for w in s.words["is"]] == [
+        pytest.approx((20 * 0.08, 21 * 0.08)),
+        pytest.approx((30 * 0.08, 31 * 0.08)),
+        pytest.approx((40 * 0.08, 41 * 0.08)),
+    ]
