@@ -8,22 +8,35 @@
 
 from ._version import __version__
 
-DEFAULT_MODEL = "mideind/kyutai-stt-1b-is-en"
+# Light imports only (no mlx/numpy): the model code loads on the first `load()`. Importing the
+# `transcribe` submodule here, before anyone else does, keeps `mlx_kyutai_is.transcribe` the
+# function (a later first import of the submodule would rebind the name to the module).
+from .transcribe import DEFAULT_MODEL, STT, Transcript, transcribe
 
-__all__ = ["__version__", "load", "transcribe", "DEFAULT_MODEL"]
+__all__ = ["__version__", "load", "transcribe", "DEFAULT_MODEL", "STT", "Transcript"]
 
 
 def load(path_or_repo: str = DEFAULT_MODEL, quantize: int | dict | None = None, dtype: str | None = None):
-    """Load a model: an MLX directory written by `convert`, a Hugging Face checkpoint directory
-    (converted in memory), or a hub repo id (downloaded once into the Hugging Face cache).
+    """Load a model for `transcribe()` and `stream()`.
 
-    `quantize`: 4 or 8 (bits) or ``{"bits": .., "group_size": ..}`` quantizes the LM's linear
-    layers of a float checkpoint on load. `dtype` ("float32", "bfloat16", "float16") sets the
-    LM's compute type for a float checkpoint (default: as stored, bf16); Mimi is always float32.
+    Parameters
+    ----------
+    path_or_repo : str or Path
+        An MLX directory written by `convert`, a Hugging Face checkpoint directory (converted in
+        memory), or a hub repo id (downloaded once into the Hugging Face cache).
+    quantize : int or dict, optional
+        4 or 8 (bits), or ``{"bits": .., "group_size": ..}``: quantize the LM's linear layers of a
+        float checkpoint on load (Mimi and the embeddings stay float).
+    dtype : str, optional
+        "float32", "bfloat16" or "float16": the LM's compute type for a float checkpoint
+        (default: as stored, bf16). Mimi is always float32.
+
+    Returns
+    -------
+    STT
     """
     from .audio import read_preprocessor_config
     from .tokenizer import Tokenizer
-    from .transcribe import STT
     from .utils import load_model, resolve_model_path
 
     path = resolve_model_path(path_or_repo)
@@ -33,9 +46,3 @@ def load(path_or_repo: str = DEFAULT_MODEL, quantize: int | dict | None = None, 
     tokenizer = Tokenizer.from_dir(path, model.args.lm)
     return STT(model, tokenizer, read_preprocessor_config(path), path=str(path))
 
-
-def transcribe(audio, *, model=DEFAULT_MODEL, task: str = "is", **options):
-    """Transcribe a file or an array; see `STT.transcribe`."""
-    from .transcribe import transcribe as _transcribe
-
-    return _transcribe(audio, model=model, task=task, **options)

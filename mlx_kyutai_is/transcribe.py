@@ -4,18 +4,15 @@
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+# This module is imported by `import mlx_kyutai_is` (so that the package's `transcribe` stays the
+# function, not this submodule): it must stay light, everything heavy is imported where used.
+if TYPE_CHECKING:
+    from .stream import Stream, Word
+    from .watchdog import StallWatchdog
 
-from .stream import (
-    DEFAULT_PAD_STEPS,
-    DEFAULT_TEXT_DELAY_S,
-    DEFAULT_TRAILING_SILENCE_S,
-    Stream,
-    Word,
-    task_list,
-)
-from .watchdog import StallWatchdog
+DEFAULT_MODEL = "mideind/kyutai-stt-1b-is-en"
 
 # Audio is fed to the stream in blocks this long: Mimi encodes a block in one batched call
 # and a long file is never held in memory whole.
@@ -31,7 +28,7 @@ class Transcript:
     """
 
     text: str
-    words: list[Word] = field(default_factory=list)
+    words: "list[Word]" = field(default_factory=list)
     task: str = "is"
     duration: float = 0.0
     tokens: list[int] = field(default_factory=list)
@@ -56,27 +53,42 @@ class STT:
         self,
         task: str = "is",
         *,
-        pad_steps: int = DEFAULT_PAD_STEPS,
-        text_delay: float = DEFAULT_TEXT_DELAY_S,
-        trailing_silence: float = DEFAULT_TRAILING_SILENCE_S,
+        pad_steps: int | None = None,
+        text_delay: float | None = None,
+        trailing_silence: float | None = None,
         watchdog: "bool | StallWatchdog" = False,
-    ) -> Stream:
-        """A live stream; see `Stream`. `trailing_silence` is what `flush()` feeds before the
-        processor's right padding (the model card's recipe uses 5 s). `watchdog=True` re-primes
-        the LM when it stalls (see `watchdog.StallWatchdog`); off by default so that results are
-        exactly the reference recipe's."""
+    ) -> "Stream":
+        """A live stream (see `stream.Stream`); use it as a context manager, or call `flush()`.
+
+        Parameters
+        ----------
+        task : {"is", "en", "both"}
+        pad_steps : int, optional
+            Steps forced to pad after the task prefix (default 12, the model card's).
+        text_delay : float, optional
+            Seconds the text lags the audio, used only to date words (default 5.0, the delay the
+            fine-tune was trained with).
+        trailing_silence : float, optional
+            Silence `flush()` feeds before the processor's right padding (default 5.0, as the
+            model card's recipe appends).
+        watchdog : bool or StallWatchdog
+            Re-prime the LM when it stalls (see `watchdog.StallWatchdog`); off by default so that
+            results are exactly the reference recipe's.
+        """
+        from .stream import Stream
+        from .watchdog import StallWatchdog
+
         if watchdog is True:
             watchdog = StallWatchdog(frame_size=self.model.args.frame_size, sample_rate=self.sample_rate)
+        options = dict(pad_steps=pad_steps, text_delay=text_delay, trailing_silence=trailing_silence)
         return Stream(
             self.model,
             self.tokenizer,
             task,
             silence_prefix=self.silence_prefix,
             delay=self.delay,
-            pad_steps=pad_steps,
-            text_delay=text_delay,
-            trailing_silence=trailing_silence,
             watchdog=watchdog or None,
+            **{k: v for k, v in options.items() if v is not None},
         )
 
     def transcribe(
@@ -116,6 +128,7 @@ class STT:
         Transcript, or dict[str, Transcript] for task="both".
         """
         from .audio import audio_duration, iter_audio_blocks, prepare_array
+        from .stream import task_list
 
         tasks = task_list(task)
         rate = self.sample_rate
@@ -181,7 +194,23 @@ class ModelHolder:
         return cls.stt
 
 
-def transcribe(audio, *, model="mideind/kyutai-stt-1b-is-en", task: str = "is", **options):
-    """Transcribe `audio` with `model` (an `STT`, or a model directory / hub id, loaded once and kept)."""
+def transcribe(audio, *, model=DEFAULT_MODEL, task: str = "is", **options):
+    """Transcribe a file or an array in one call.
+
+    Parameters
+    ----------
+    audio : str, Path or array
+        See `STT.transcribe`.
+    model : STT, str or Path
+        A loaded model, or a model directory / hub id (loaded on first use and kept for the
+        next calls).
+    task : {"is", "en", "both"}
+    **options
+        Passed to `STT.transcribe` (`sr`, `verbose`, `progress`, stream options).
+
+    Returns
+    -------
+    Transcript, or dict[str, Transcript] for task="both".
+    """
     stt = model if isinstance(model, STT) else ModelHolder.get(model)
     return stt.transcribe(audio, task=task, **options)

@@ -113,3 +113,35 @@ def test_different_speech_gives_different_tokens(speech, stt):
 def test_array_input_equals_file_input(speech, stt):
     audio = read_wav(speech[1])
     assert stt.transcribe(audio, task="en").tokens == stt.transcribe(str(speech[1]), task="en").tokens
+
+
+def test_progress_callback_and_one_shot_api(small_hf, speech, stt):
+    import mlx_kyutai_is
+    from mlx_kyutai_is.transcribe import ModelHolder
+
+    audio = read_wav(speech[2])
+    seen = []
+    t = stt.transcribe(audio, task="is", progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (pytest.approx(len(audio) / 24000), pytest.approx(len(audio) / 24000))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert t.duration == pytest.approx(len(audio) / 24000)
+    one = mlx_kyutai_is.transcribe(audio, model=str(small_hf), task="is")
+    held = ModelHolder.stt
+    assert mlx_kyutai_is.transcribe(audio, model=str(small_hf), task="is").tokens == one.tokens == t.tokens
+    assert ModelHolder.stt is held  # loaded once
+    ModelHolder.stt = ModelHolder.key = None
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mlx_kyutai_is; heavy = [m for m in ('mlx.core', 'numpy', 'torch', 'transformers') "
+        "if m in sys.modules]; assert not heavy, heavy; print(mlx_kyutai_is.__version__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    from mlx_kyutai_is._version import __version__
+
+    assert out.stdout.strip() == __version__
