@@ -168,7 +168,27 @@ class Stream:
     """Live transcription of one audio stream: `feed()` chunks, read words, `flush()` at the end.
 
     Use as ``with stt.stream(task="en") as s: words = s.feed(samples)``; leaving the block flushes.
-    `task="both"` decodes Icelandic and English as a batch of 2 sharing the same Mimi codes.
+    `task="both"` decodes Icelandic and English as a batch of 2 sharing the same Mimi codes (one LM
+    call per step). Feeding a whole file and flushing gives exactly `STT.transcribe`'s tokens,
+    whatever the chunk sizes.
+
+    Parameters
+    ----------
+    model : Model
+        `.lm`, `.mimi` and `.args` (`sample_rate`, `frame_size`) are used.
+    tokenizer : Tokenizer
+    task : {"is", "en", "both"}
+    silence_prefix, delay : float
+        The processor's `audio_silence_prefix_seconds` (zeros fed before the first sample, taken
+        off timestamps) and `audio_delay_seconds` (`flush()` feeds ``delay + 1`` s of zeros).
+    pad_steps : int
+        Steps forced to pad after the 4 prefix tokens (model card: 12).
+    text_delay : float
+        Seconds the text lags the audio; only used to date words (see the module docstring).
+    trailing_silence : float
+        Seconds of silence `flush()` feeds before the processor's padding (model card: 5).
+    watchdog : StallWatchdog, optional
+        Re-primes the LM when it stalls; None (default) keeps the reference protocol exactly.
     """
 
     def __init__(
@@ -233,7 +253,13 @@ class Stream:
 
     @property
     def duration(self) -> float:
+        """Seconds of input audio fed so far (padding not counted)."""
         return self.samples_in / self.sample_rate
+
+    @property
+    def audio_seconds(self) -> float:
+        """Same as `duration`: seconds of input audio fed so far."""
+        return self.duration
 
     @property
     def steps(self) -> int:
@@ -292,7 +318,19 @@ class Stream:
         return out
 
     def feed(self, samples) -> list[Word]:
-        """Feed mono float32 samples at the model rate; returns the words that became final."""
+        """Feed audio; run one LM step per completed 80 ms frame.
+
+        Parameters
+        ----------
+        samples : array_like
+            Mono float32 samples at the model rate (24 kHz), any length (even 0); non-finite
+            values are replaced by 0.
+
+        Returns
+        -------
+        list[Word]
+            The words that became final during this call (each with `.task` set), in order.
+        """
         if self._flushed:
             raise RuntimeError("stream already flushed: call reset() to start a new utterance")
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
@@ -313,9 +351,18 @@ class Stream:
         return words
 
     def flush(self) -> list[Word]:
-        """Feed the trailing silence and the processor's right padding at full speed, then emit
-        every pending word. The total number of steps is floor(padded samples / frame size), as
-        in transformers' generate."""
+        """End the stream: feed `trailing_silence` plus the processor's right padding
+        (``delay + 1`` s) of zeros at full speed, then close every pending word.
+
+        The stream then has run floor(padded samples / frame size) LM steps in all, as
+        transformers' `generate` on the model card's recipe input. Calling it again does nothing;
+        `feed()` after it raises until `reset()`.
+
+        Returns
+        -------
+        list[Word]
+            The words that became final, the last (pending) ones included.
+        """
         if self._flushed:
             return []
         tail = int(self.trailing_silence * self.sample_rate) + int((self.delay + 1.0) * self.sample_rate)
