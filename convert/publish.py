@@ -25,10 +25,10 @@ VARIANTS = {
 
 DESCRIPTION = {
     "bf16": "the language model in bfloat16, as published: no loss against the original weights",
-    "q8": "the language model's linear layers quantized to 8 bits (group size 64), about half\n"
-    "the size of bf16 with a small logit error",
-    "q4": "the language model's linear layers quantized to 4 bits (group size 64), the smallest\n"
-    "and fastest; check it on your own audio before relying on it",
+    "q8": "the language model's transformer linear layers quantized to 8 bits (group size 64),\n"
+    "two thirds of the size of bf16 with a logit error at the level of bf16's own rounding",
+    "q4": "the language model's transformer linear layers quantized to 4 bits (group size 64),\n"
+    "the smallest and fastest; check it on your own audio before relying on it",
 }
 
 
@@ -60,8 +60,8 @@ def model_card(repo: str, base: str, variant: str, size_mb: float, license: str 
 
 [{base}](https://huggingface.co/{base}) (Kyutai STT fine-tuned by Miðeind for Icelandic
 transcription and Icelandic -> English translation), converted to [MLX](https://github.com/ml-explore/mlx)
-with mlx-kyutai-is {__version__}: {DESCRIPTION[variant]}. The fused embedding table stays bf16 and
-the Mimi audio encoder float32. Size on disk: {size_mb:,.0f} MB.
+with mlx-kyutai-is {__version__}: {DESCRIPTION[variant]}. The text head and the fused embedding
+table stay bf16, the Mimi audio encoder float32. Size on disk: {size_mb:,.0f} MB.
 
 ## Use
 

@@ -16,7 +16,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from .utils import DTYPES, ModelLoadError, load_model, quantize_model, resolve_model_path, save_model
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from .utils import DTYPES, MAX_FILE_SIZE_GB, ModelLoadError, load_model, quantize_model, resolve_model_path, save_model
 
 DEFAULT_HF_PATH = "mideind/kyutai-stt-1b-is-en"
 # Besides the weights and config.json, the files `load()` reads (tokenizer, padding, generation).
@@ -43,6 +46,7 @@ def convert(
     q_bits: int = 4,
     q_group_size: int = 64,
     force: bool = False,
+    max_file_size_gb: float = MAX_FILE_SIZE_GB,
 ) -> Path:
     """Convert `hf_path` (a Hugging Face checkpoint directory or repo id) into `mlx_path`.
 
@@ -59,6 +63,8 @@ def convert(
         Quantize the language model's linear layers to `q_bits` with groups of `q_group_size`.
     force : bool
         Write into an existing non-empty `mlx_path`, replacing its model files.
+    max_file_size_gb : float
+        Weights above this size are split into shards with a `model.safetensors.index.json`.
 
     Returns
     -------
@@ -77,20 +83,25 @@ def convert(
         raise ModelLoadError(f"{out}: the output directory is the source checkpoint")
     model = load_model(src, dtype=dtype, lazy=True)
     config = json.loads((src / "config.json").read_text())  # valid: load_model read it; all keys kept
+    print(
+        f"[INFO] Loaded {src}: LM {_count(model.lm) / 1e6:,.1f} M parameters ({_lm_dtype(model)}), "
+        f"Mimi encoder {_count(model.mimi) / 1e6:,.1f} M (float32)",
+        flush=True,
+    )
     if quantize:
         if model.args.quantization is not None:
             q = model.args.quantization
             raise ModelLoadError(f"{src}: already quantized (bits={q['bits']}, group_size={q['group_size']})")
         print(f"[INFO] Quantizing the language model to {q_bits} bits (group size {q_group_size})", flush=True)
         quantize_model(model, bits=q_bits, group_size=q_group_size)
+        n = sum(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules())
+        print(f"[INFO] Quantized {n} linear layers; text head, embedding table and Mimi stay float", flush=True)
 
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in [*out.glob("model*.safetensors"), out / "model.safetensors.index.json"]:
-            stale.unlink(missing_ok=True)  # --force: an old shard index would shadow the new file
         print(f"[INFO] Saving to {out}", flush=True)
-        save_model(model, out, config)
+        files = save_model(model, out, config, max_file_size_gb=max_file_size_gb)
         copied = []
         for pattern in COPY_PATTERNS:
             for f in sorted(src.glob(pattern)):
@@ -102,12 +113,20 @@ def convert(
             shutil.rmtree(out, ignore_errors=True)
         raise
 
-    weights_size = (out / "model.safetensors").stat().st_size
+    weights_size = sum(f.stat().st_size for f in files)
     total = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     kind = f"{q_bits}-bit LM (group size {q_group_size})" if quantize else f"{_lm_dtype(model)} LM"
+    shards = f" in {len(files)} shards" if len(files) > 1 else ""
     print(f"[INFO] Copied {', '.join(copied) or 'no tokenizer/processor files'}", flush=True)
-    print(f"[INFO] Wrote {out}: {kind}, Mimi float32; weights {_mb(weights_size)}, total {_mb(total)}", flush=True)
+    print(
+        f"[INFO] Wrote {out}: {kind}, Mimi float32; weights {_mb(weights_size)}{shards}, total {_mb(total)}",
+        flush=True,
+    )
     return out
+
+
+def _count(module) -> int:
+    return sum(v.size for _, v in tree_flatten(module.parameters()))
 
 
 def _lm_dtype(model) -> str:
@@ -146,6 +165,12 @@ def configure_parser(prog: str = "mlx-kyutai-is convert") -> argparse.ArgumentPa
         help="float type of the language model's weights (default: as stored, bfloat16); Mimi stays float32",
     )
     parser.add_argument("--force", action="store_true", help="write into an existing non-empty output directory")
+    parser.add_argument(
+        "--max-file-size-gb",
+        type=float,
+        default=MAX_FILE_SIZE_GB,
+        help=f"split the weights into shards of at most this size (default: {MAX_FILE_SIZE_GB})",
+    )
     return parser
 
 

@@ -15,6 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
+from ._version import __version__
 from .config import ConfigError, ModelArgs
 from .model import Model
 
@@ -22,6 +23,8 @@ WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 # What a hub download fetches: configs, weights, tokenizer (never *.bin / *.pt pickles).
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer*"]
+MARKER = "mlx_kyutai_is"  # config.json block naming the package version that wrote the directory
+MAX_FILE_SIZE_GB = 5  # shard size, as mlx_lm (the published model is ~2.1 GB in bf16: one file)
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
 
@@ -265,25 +268,65 @@ def load_model(
 
 def model_config(model: Model, config: dict | None = None) -> dict:
     """The config.json of `model`: `config` (the source checkpoint's, all keys kept) or one made
-    from `model.args`, with `quantization` set to the model's (or removed when it is float)."""
+    from `model.args`, with `quantization` set to the model's (or removed when it is float) and
+    an `mlx_kyutai_is` block (format, package version) marking a directory written by `convert`."""
     if config is None:
         config = {**model.args.lm.to_dict(), "codec_config": model.args.mimi.to_dict()}
-    config = {k: v for k, v in config.items() if k not in ("quantization", "quantization_config")}
+    drop = ("quantization", "quantization_config", MARKER)
+    config = {k: v for k, v in config.items() if k not in drop}
     if model.args.quantization is not None:
         config["quantization"] = dict(model.args.quantization)
+    config[MARKER] = {"format": "mlx", "version": __version__}
     return dict(sorted(config.items()))
 
 
-def save_model(model: Model, path: str | Path, config: dict | None = None) -> Path:
-    """Write `model` to directory `path`: `model.safetensors` (MLX names, `{"format": "mlx"}`
-    metadata) and `config.json` (see `model_config`). Returns the weights file's path."""
+def make_shards(weights: dict, max_file_size_gb: float = MAX_FILE_SIZE_GB) -> list[dict]:
+    """Split `weights` into dicts of at most `max_file_size_gb` each (as mlx_lm's `make_shards`;
+    a tensor larger than that gets a shard of its own)."""
+    max_bytes = max_file_size_gb * 2**30
+    shards, shard, size = [], {}, 0
+    for k, v in weights.items():
+        if shard and size + v.nbytes > max_bytes:
+            shards.append(shard)
+            shard, size = {}, 0
+        shard[k] = v
+        size += v.nbytes
+    if shard:
+        shards.append(shard)
+    return shards
+
+
+def save_model(
+    model: Model, path: str | Path, config: dict | None = None, max_file_size_gb: float = MAX_FILE_SIZE_GB
+) -> list[Path]:
+    """Write `model` to directory `path` and return the weight files written.
+
+    Weights go to `model.safetensors` (MLX names, `{"format": "mlx"}` metadata), or, above
+    `max_file_size_gb`, to `model-0000i-of-0000n.safetensors` shards listed in
+    `model.safetensors.index.json`; any weight files already there are removed first (a stale
+    index would shadow the new file). `config.json`: see `model_config`.
+    """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    weights = dict(tree_flatten(model.parameters()))
-    out = path / WEIGHTS_NAME
-    mx.save_safetensors(str(out), weights, metadata={"format": "mlx"})
+    for stale in [*path.glob("model*.safetensors"), path / INDEX_NAME]:
+        stale.unlink(missing_ok=True)
+    weights = dict(sorted(tree_flatten(model.parameters())))
+    shards = make_shards(weights, max_file_size_gb)
+    files = []
+    if len(shards) == 1:
+        files.append(path / WEIGHTS_NAME)
+        mx.save_safetensors(str(files[0]), shards[0], metadata={"format": "mlx"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            name = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            mx.save_safetensors(str(path / name), shard, metadata={"format": "mlx"})
+            weight_map.update(dict.fromkeys(shard, name))
+            files.append(path / name)
+        index = {"metadata": {"total_size": sum(v.nbytes for v in weights.values())}, "weight_map": weight_map}
+        (path / INDEX_NAME).write_text(json.dumps(index, indent=4) + "\n")
     (path / "config.json").write_text(json.dumps(model_config(model, config), indent=4) + "\n")
-    return out
+    return files
 
 
 __all__ = [
@@ -291,6 +334,8 @@ __all__ = [
     "ModelLoadError",
     "load_model",
     "load_weights",
+    "make_shards",
+    "model_config",
     "quantize_model",
     "resolve_model_path",
     "save_model",
