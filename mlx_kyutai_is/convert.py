@@ -115,7 +115,8 @@ def convert(
 
     weights_size = sum(f.stat().st_size for f in files)
     total = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
-    kind = f"{q_bits}-bit LM (group size {q_group_size})" if quantize else f"{_lm_dtype(model)} LM"
+    q = model.args.quantization
+    kind = f"{q['bits']}-bit LM (group size {q['group_size']})" if q else f"{_lm_dtype(model)} LM"
     shards = f" in {len(files)} shards" if len(files) > 1 else ""
     print(f"[INFO] Copied {', '.join(copied) or 'no tokenizer/processor files'}", flush=True)
     print(

@@ -310,19 +310,43 @@ def _bad_json(d):
     (d / "config.json").write_text("{not json")
 
 
+def _no_config(d):
+    (d / "config.json").unlink()
+
+
 def _shape(w):
     w["lm.norm.weight"] = mx.ones((63,), mx.bfloat16)
+
+
+def _drop_layer(w):
+    for k in [k for k in w if k.startswith("model.layers.1.")]:
+        del w[k]
 
 
 CASES = {
     "missing dir": (None, "no such directory"),
     "no weights": (dict(after=_no_weights), "no weights (model.safetensors"),
+    "no config": (dict(after=_no_config), "config.json: no such file"),
     "bad config": (dict(after=_bad_json), "config.json: not valid JSON"),
+    "config fields": (
+        dict(edit_config=lambda c: [c.pop("vocab_size"), c.pop("codec_config")]),
+        "config.json: missing field(s) vocab_size, codec_config",
+    ),
     "missing tensors": (dict(edit_weights=lambda w: w.pop("lm.norm.weight")), "missing 1 tensor(s): lm.norm.weight"),
     "unexpected tensors": (dict(edit_weights=lambda w: w.update(extra=mx.zeros(2))), "unexpected 1 tensor(s): extra"),
     "wrong shape": (dict(edit_weights=_shape), "lm.norm.weight has shape (63,), expected (64,)"),
     "truncated": (dict(after=_truncate), "truncated safetensors file"),
     "corrupt": (dict(after=_garble), "not a valid safetensors file"),
+    # A Hugging Face checkpoint is checked after sanitize: the names are the MLX ones.
+    "hf missing layer": (
+        dict(src="hf", edit_weights=_drop_layer),
+        "missing 8 tensor(s): lm.layers.1.input_layernorm.weight, lm.layers.1.mlp.fc1.weight, "
+        "lm.layers.1.mlp.fc2.weight and 5 more",
+    ),
+    "hf wrong shape": (
+        dict(src="hf", edit_weights=lambda w: w.update({"model.norm.weight": mx.ones((65,), mx.bfloat16)})),
+        "lm.norm.weight has shape (65,), expected (64,)",
+    ),
     "bits mismatch": (
         dict(src="q4", edit_config=lambda c: c.update(quantization={"group_size": 64, "bits": 8})),
         "quantization (bits=8, group_size=64) does not match the weights",
@@ -339,19 +363,28 @@ CASES = {
         dict(edit_config=lambda c: c.update(quantization={"group_size": 64, "bits": 4})),
         "holds none",
     ),
+    "bad block": (
+        dict(src="q4", edit_config=lambda c: c.update(quantization={"bits": 3.5})),
+        "unsupported quantization bits=3.5",
+    ),
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_load_errors(case, out, tmp_path, capsys):
-    spec, expected = CASES[case]
+def _make_bad(case: str, sources: dict, tmp_path: Path) -> Path:
+    spec, _ = CASES[case]
     bad = tmp_path / "bad"
     if spec is not None:
         spec = dict(spec)
-        src, after = out[spec.pop("src", "bf16")], spec.pop("after", None)
+        src, after = sources[spec.pop("src", "bf16")], spec.pop("after", None)
         _variant(src, bad, **spec)
         if after is not None:
             after(bad)
+    return bad
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_load_errors(case, hf, out, tmp_path, capsys):
+    bad, expected = _make_bad(case, {**out, "hf": hf}, tmp_path), CASES[case][1]
     with pytest.raises((ModelLoadError, ConfigError)) as e:
         load_model(bad)
     msg = str(e.value)
@@ -363,6 +396,40 @@ def test_load_errors(case, out, tmp_path, capsys):
     assert code == 1
     assert err.count("\n") == 1 and expected in err and "Traceback" not in err, err
     assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("case", ["missing dir", "truncated", "config fields", "hf missing layer", "bits mismatch"])
+def test_cli_errors(case, hf, out, tmp_path):
+    """As a user sees them: `python -m mlx_kyutai_is.convert` prints one line, no traceback."""
+    bad, expected = _make_bad(case, {**out, "hf": hf}, tmp_path), CASES[case][1]
+    cmd = [sys.executable, "-m", "mlx_kyutai_is.convert", "--hf-path", str(bad), "--mlx-path", str(tmp_path / "o")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert p.stderr.startswith("mlx-kyutai-is convert: error: ") and expected in p.stderr, p.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_sharded_round_trip(out, tmp_path, tokens, capsys):
+    """Above --max-file-size-gb the weights go to shards + index; a later save replaces them."""
+    d = convert(str(out["q4"]), str(tmp_path / "s"), max_file_size_gb=0.004)  # ~4 MB shards
+    shards = sorted(p.name for p in d.glob("model*.safetensors"))
+    n = len(shards)
+    assert n > 2 and shards == [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
+    assert f"in {n} shards" in capsys.readouterr().out
+    index = json.loads((d / "model.safetensors.index.json").read_text())
+    weights = load_weights(out["q4"])
+    assert set(index["weight_map"]) == set(weights)
+    assert index["metadata"]["total_size"] == sum(v.nbytes for v in weights.values())
+    assert_array_equal(logits(load_model(d), tokens), logits(load_model(out["q4"]), tokens))
+
+    (d / shards[2]).unlink()
+    with pytest.raises(ModelLoadError, match=f"index.json: lists {shards[2]}, which is missing"):
+        load_model(d)
+
+    convert(str(out["q4"]), str(d), force=True)  # one file again: no stale shards or index left
+    assert sorted(p.name for p in d.glob("model*")) == ["model.safetensors"]
+    assert_array_equal(logits(load_model(d), tokens), logits(load_model(out["q4"]), tokens))
 
 
 def test_convert_refuses_existing_output(hf, out, tmp_path):
@@ -381,7 +448,7 @@ def test_convert_refuses_existing_output(hf, out, tmp_path):
 # Hub ids
 
 
-def test_hub_id(out, monkeypatch, tokens):
+def test_hub_id(out, monkeypatch, tokens, tmp_path):
     import huggingface_hub
 
     calls = []
@@ -397,6 +464,11 @@ def test_hub_id(out, monkeypatch, tokens):
 
     def offline(repo_id, **kw):
         raise OSError("We couldn't connect to 'https://huggingface.co'.\nsecond line")
+
+    # convert reads hub ids the same way
+    d = convert("someone/kyutai-q8", str(tmp_path / "from-hub"))
+    assert calls[-1][0] == "someone/kyutai-q8"
+    assert_array_equal(logits(load_model(d), tokens), logits(model, tokens))
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
     with pytest.raises(ModelLoadError) as e:
