@@ -17,7 +17,9 @@ Timestamps: the token chosen at step s (the LM has then read audio frames 0..s-1
 ``s * frame_s`` seconds of the padded audio) is dated ``s * frame_s - text_delay - silence_prefix``
 seconds of the input audio (frame_s = 0.08 s), clamped to [0, duration]. A word starts at its first
 piece's step and ends one step after its last piece. This is the rule of Kyutai's Rust server
-(`(step_idx - asr_delay_in_tokens) / frame_rate`) with the silence prefix we add taken off.
+(`rust/moshi-core/src/asr.rs`: ``(step_idx - asr_delay_in_tokens) / 12.5``, step_idx = steps done,
+dated at the id 0 sent the step before a word's first piece, so the same start) with the silence
+prefix we add taken off; the Rust server ends a word at the next id 0 instead (the next word's start).
 `text_delay` defaults to the 5 s the fine-tune was trained with (model card; no config file holds
 it: the processor's `audio_delay_seconds` is the base model's right padding, not this delay).
 """
