@@ -39,7 +39,7 @@ def _mb(n: int) -> str:
 
 
 def convert(
-    hf_path: str = DEFAULT_HF_PATH,
+    hf_path_or_repo: str = DEFAULT_HF_PATH,
     mlx_path: str = "mlx_model",
     dtype: str | None = None,
     quantize: bool = False,
@@ -48,12 +48,13 @@ def convert(
     force: bool = False,
     max_file_size_gb: float = MAX_FILE_SIZE_GB,
 ) -> Path:
-    """Convert `hf_path` (a Hugging Face checkpoint directory or repo id) into `mlx_path`.
+    """Convert `hf_path_or_repo` (a Hugging Face checkpoint directory or repo id) into `mlx_path`.
 
     Parameters
     ----------
-    hf_path : str
-        Source checkpoint: a local directory or a hub repo id.
+    hf_path_or_repo : str
+        Source checkpoint: a local directory or a hub repo id (downloaded into the Hugging Face
+        cache: configs, safetensors and tokenizer files only).
     mlx_path : str
         Output directory; must not exist or be empty, unless `force`.
     dtype : str, optional
@@ -77,8 +78,8 @@ def convert(
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ModelLoadError(f"{out}: output directory exists and is not empty (use --force to overwrite)")
 
-    print(f"[INFO] Loading {hf_path}", flush=True)
-    src = resolve_model_path(hf_path)
+    print(f"[INFO] Loading {hf_path_or_repo}", flush=True)
+    src = resolve_model_path(hf_path_or_repo)
     if out.exists() and out.resolve() == src.resolve():
         raise ModelLoadError(f"{out}: the output directory is the source checkpoint")
     model = load_model(src, dtype=dtype, lazy=True)
@@ -150,10 +151,12 @@ def configure_parser(prog: str = "mlx-kyutai-is convert") -> argparse.ArgumentPa
     parser.add_argument(
         "--hf-path",
         "--model",
+        dest="hf_path_or_repo",
+        metavar="PATH_OR_REPO",
         default=DEFAULT_HF_PATH,
         help=f"source: a local Hugging Face checkpoint directory or a hub repo id (default: {DEFAULT_HF_PATH})",
     )
-    parser.add_argument("--mlx-path", default="mlx_model", help="output directory (default: mlx_model)")
+    parser.add_argument("--mlx-path", default="mlx_model", metavar="DIR", help="output directory (default: mlx_model)")
     parser.add_argument("-q", "--quantize", action="store_true", help="quantize the language model's linear layers")
     parser.add_argument("--q-bits", type=int, default=4, choices=(4, 8), help="bits per weight (default: 4)")
     parser.add_argument(
@@ -170,6 +173,7 @@ def configure_parser(prog: str = "mlx-kyutai-is convert") -> argparse.ArgumentPa
         "--max-file-size-gb",
         type=float,
         default=MAX_FILE_SIZE_GB,
+        metavar="GB",
         help=f"split the weights into shards of at most this size (default: {MAX_FILE_SIZE_GB})",
     )
     return parser
