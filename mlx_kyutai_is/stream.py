@@ -94,7 +94,8 @@ class Decoder:
         if codes is None:
             audio = self._audio_bos
         else:
-            audio = mx.broadcast_to(codes[None, : self.args.num_codebooks].astype(mx.int32), (B, self.args.num_codebooks))
+            n = self.args.num_codebooks
+            audio = mx.broadcast_to(codes[None, :n].astype(mx.int32), (B, n))
         x = mx.concatenate([self._prev[:, None], audio], axis=1)[:, None]
         logits = self.lm(x, self.cache)[:, -1]
         t = self.step_index
@@ -385,7 +386,9 @@ class Stream:
         from .transcribe import Transcript
 
         return {
-            t: Transcript(text=a.text.strip(), words=list(a.words), task=t, duration=self.duration, tokens=list(a.tokens))
+            t: Transcript(
+                text=a.text.strip(), words=list(a.words), task=t, duration=self.duration, tokens=list(a.tokens)
+            )
             for t, a in self.assemblers.items()
         }
 

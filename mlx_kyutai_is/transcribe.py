@@ -173,7 +173,8 @@ def _tqdm_progress(total):
     """A tqdm bar on stderr over audio seconds, and the `progress` callback that moves it."""
     from tqdm import tqdm
 
-    bar = tqdm(total=None if total is None else round(total, 1), unit="s", desc="transcribing", leave=False, file=sys.stderr)
+    total = None if total is None else round(total, 1)
+    bar = tqdm(total=total, unit="s", desc="transcribing", leave=False, file=sys.stderr)
     return bar, lambda done, _total=None: bar.update(round(done, 1) - bar.n)
 
 
