@@ -193,7 +193,8 @@ def espeak(text, path, voice="is", speed=150):
     path = Path(path)
     raw = path.with_suffix(".raw.wav")
     subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(raw), text], check=True)
-    subprocess.run(["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path)], check=True)
+    # -R: no random dither, so the same sentence gives the same samples in every session.
+    subprocess.run(["sox", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(path)], check=True)
     raw.unlink()
     return path
 
