@@ -1,0 +1,667 @@
+# Copyright © 2026 mlx-kyutai-is contributors
+"""`mlx-kyutai-is bench`: speed and memory of the streaming model, side by side with the references.
+
+    mlx-kyutai-is bench                 # full-size architecture, random weights, bf16 / q8 / q4
+    mlx-kyutai-is bench --quick --json  # tiny model, a few steps: checks the code path in seconds
+
+Without `--model`, the model card's architecture (hidden 2048, 16 layers, window 375, vocab 9323,
+32 codebooks, full Mimi) is built with random weights in memory and written to a temporary
+directory, then converted (bf16, q8, q4) and loaded exactly as a user's model would be. With
+torch and transformers installed (the `test` extra), the random checkpoint is made by transformers
+in its own layout, so the reference runs on the very same weights. Speed does not depend on the
+weights' values: a random model costs what the published one costs.
+
+Figures (one table, or `--json`):
+- LM step: one 80 ms step of the language model (embeddings, 16 layers, head, argmax), synced.
+- floor: bytes a step must read (LM weights, 33 embedding rows per batch row, the full KV window)
+  divided by the best memory bandwidth measured here; ``x floor`` is the step over that.
+- Mimi: streaming encode of one 80 ms frame (float32, all precisions share it).
+- stream step: `Stream.feed` of one frame (Mimi + LM + word assembly), RTF = step / 80 ms.
+- offline RTF: `STT.transcribe` of N s of audio (Mimi on 10 s blocks, then one LM step per frame).
+- load: `load()` of the converted directory, weights evaluated; peak: MLX's peak memory while
+  loading and running that precision.
+- reference: transformers (torch) on the same checkpoint in bf16: its LM step through its own
+  cache, and the model card's recipe (`generate`) per step and as RTF. moshi_mlx, where installed:
+  its LM step on the same MLX backend, same architecture and dtype (its own random weights).
+- cost over length: a tiny model's ms/step around step 400 and around step 10 000.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten
+
+from ._version import __version__
+
+SAMPLE_RATE = 24_000
+FRAME_MS = 80.0
+
+# The published checkpoint's architecture (model card / its config.json). The codec is
+# transformers' `MimiConfig` defaults with 32 quantizers, which `MimiArgs` defaults to.
+FULL_SIZE = dict(
+    vocab_size=9323,
+    hidden_size=2048,
+    num_hidden_layers=16,
+    num_attention_heads=16,
+    num_key_value_heads=16,
+    ffn_dim=11264,
+    sliding_window=375,
+    max_position_embeddings=750,
+    rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+    rms_norm_eps=1e-8,
+    num_codebooks=32,
+    codebook_vocab_size=2049,
+    audio_bos_token_id=2048,
+    audio_pad_token_id=9323 + 32 * 2049,
+    bos_token_id=9322,
+    pad_token_id=3,
+    codec_config={"num_quantizers": 32},
+)
+# A model small enough to run thousands of steps in seconds (same vocabularies and protocol).
+TINY = dict(
+    FULL_SIZE,
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    ffn_dim=192,
+    sliding_window=16,
+    max_position_embeddings=32,
+    codec_config=dict(
+        num_quantizers=32,
+        hidden_size=64,
+        upsample_groups=64,
+        num_filters=8,
+        codebook_dim=32,
+        vector_quantization_hidden_dimension=32,
+        num_hidden_layers=2,
+        intermediate_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        head_dim=16,
+        sliding_window=20,
+    ),
+)
+PRECISIONS = {"bf16": None, "q8": 8, "q4": 4}
+
+
+def _quiet():
+    """Silence the converter's [INFO] lines inside the benchmark."""
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def _stats(ms: list[float]) -> dict:
+    return {"median": statistics.median(ms), "p95": float(np.percentile(ms, 95)), "n": len(ms)}
+
+
+def _mb(nbytes: int | float) -> float:
+    return nbytes / 2**20
+
+
+def have_reference() -> bool:
+    try:
+        import torch  # noqa: F401
+        import transformers
+    except ImportError:
+        return False
+    # Their progress bars and generation reminders would interleave with ours.
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+# The model under test
+
+
+def write_tokenizer(path: Path, vocab_size: int) -> None:
+    """A word-level `tokenizer.json` with `vocab_size` pieces ("▁w17", "w18", ...): decoding costs
+    what it costs with the real sentencepiece vocabulary; the text itself is meaningless."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    pieces = ["<unk>", "<s>", "</s>", "<pad>"] + [("▁" if i % 3 == 0 else "") + f"w{i}" for i in range(4, vocab_size)]
+    tok = Tokenizer(models.WordLevel({p: i for i, p in enumerate(pieces)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.save(str(path / "tokenizer.json"))
+
+
+def random_checkpoint(config: dict, path: Path, use_transformers: bool, seed: int = 0) -> Path:
+    """A checkpoint directory with random weights in `config`'s architecture.
+
+    With transformers: its own model class, LM cast to bf16, codec float32, `save_pretrained`:
+    the published checkpoint's layout, loadable by the reference. Without: our `Model` with MLX's
+    default init, LM in bf16, saved as an MLX directory.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if use_transformers:
+        import torch
+        from transformers import KyutaiSpeechToTextConfig, KyutaiSpeechToTextForConditionalGeneration, MimiConfig
+
+        torch.manual_seed(seed)
+        lm = {k: v for k, v in config.items() if k != "codec_config"}
+        hf_config = KyutaiSpeechToTextConfig(codec_config=MimiConfig(**config["codec_config"]), **lm)
+        model = KyutaiSpeechToTextForConditionalGeneration(hf_config).eval()
+        # Mimi's codebooks start at zero (every code 0); the encoder's cost does not depend on it.
+        model.model.to(torch.bfloat16)
+        model.lm_head.to(torch.bfloat16)
+        model.save_pretrained(path)
+        del model
+    else:
+        from .config import ModelArgs
+        from .model import Model
+        from .utils import save_model
+
+        mx.random.seed(seed)
+        model = Model(ModelArgs.from_dict(config))
+        model.lm.set_dtype(mx.bfloat16)
+        mx.eval(model.parameters())
+        save_model(model, path, config)
+        del model
+    write_tokenizer(path, config["vocab_size"] - 1)
+    return path
+
+
+def converted_dirs(source: Path, work: Path, precisions: list[str]) -> dict[str, Path]:
+    """Each precision as an MLX directory written by `convert` (as a user would make it)."""
+    from .config import ModelArgs
+    from .convert import convert
+
+    stored = ModelArgs.from_file(source).quantization
+    if stored is not None:  # an already quantized model is benchmarked as it is
+        return {f"q{stored['bits']}": source}
+    out = {}
+    for name in precisions:
+        bits = PRECISIONS[name]
+        with _quiet():
+            out[name] = convert(str(source), str(work / name), quantize=bits is not None, q_bits=bits or 4)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Measurements
+
+
+def _repeat(one, steps: int, warmup: int, budget_s: float | None = None) -> list[float]:
+    """ms of `one(i)` for i in 0..warmup+steps-1, warm-up calls left out. Stops early (after at
+    least 3 timed calls) once `budget_s` seconds are spent: a q4 step takes seconds on a CPU."""
+    ms, start = [], time.perf_counter()
+    for i in range(warmup + steps):
+        t0 = time.perf_counter()
+        one(i)
+        ms.append((time.perf_counter() - t0) * 1e3)
+        if budget_s is not None and i >= warmup + 2 and time.perf_counter() - start > budget_s:
+            break
+    return ms[warmup:]
+
+
+def time_lm_steps(lm, batch: int, steps: int, warmup: int, budget_s: float | None = None, seed: int = 0) -> list[float]:
+    """ms of each synced decoding step (`stream.Decoder`, the streaming code path) on random codes."""
+    from .stream import Decoder
+
+    tasks = ["is", "en"][:batch] if batch <= 2 else ["is"] * batch
+    decoder = Decoder(lm, tasks)
+    rng = np.random.default_rng(seed)
+    codes = mx.array(rng.integers(0, lm.args.codebook_vocab_size - 1, (warmup + steps, lm.args.num_codebooks)))
+    mx.eval(codes)
+
+    def one(i):
+        token = decoder.step(codes[i] if i else None)
+        mx.eval(decoder._pending)
+        token.tolist()
+
+    return _repeat(one, steps, warmup, budget_s)
+
+
+def test_audio(seconds: float, seed: int = 0) -> np.ndarray:
+    """Noise bursts and silence: content does not change the cost, only the length does."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    envelope = (np.sin(np.arange(n) / SAMPLE_RATE * 2 * np.pi * 0.5) > 0).astype(np.float32)
+    return (rng.normal(0, 0.1, n) * envelope).astype(np.float32)
+
+
+def time_mimi_frames(mimi, frames: int, warmup: int, budget_s: float | None = None) -> list[float]:
+    """ms to stream-encode each 80 ms frame."""
+    state = mimi.make_state(1)
+    n = mimi.frame_size
+    audio = mx.array(test_audio((frames + warmup) * n / SAMPLE_RATE))
+    return _repeat(lambda i: mx.eval(mimi.encode_step(audio[None, i * n : (i + 1) * n], state)), frames, warmup, budget_s)
+
+
+def time_stream_frames(stt, task: str, frames: int, warmup: int, budget_s: float | None = None) -> list[float]:
+    """ms of `Stream.feed` per 80 ms frame (Mimi + LM step + words), as the mic loop runs it."""
+    stream = stt.stream(task)
+    n = stt.model.args.frame_size
+    audio = test_audio((frames + warmup) * n / SAMPLE_RATE)
+    return _repeat(lambda i: stream.feed(audio[i * n : (i + 1) * n]), frames, warmup, budget_s)
+
+
+def time_offline(stt, seconds: float) -> dict:
+    audio = test_audio(seconds)
+    t0 = time.perf_counter()
+    stt.transcribe(audio, task="is")
+    elapsed = time.perf_counter() - t0
+    return {"audio_s": seconds, "elapsed_s": elapsed, "rtf": elapsed / seconds}
+
+
+def memory_bandwidth(nbytes: int = 2**30, repeats: int = 5) -> dict:
+    """Best read bandwidth (GB/s) of a sum over `nbytes` of float32, by MLX and by numpy."""
+    n = nbytes // 4
+    a = mx.ones((n,), mx.float32)
+    mx.eval(a)
+    best_mx = min(_time(lambda: mx.eval(a.sum())) for _ in range(repeats))
+    del a
+    b = np.ones(n, np.float32)
+    best_np = min(_time(lambda: b.sum()) for _ in range(repeats))
+    del b
+    gbs = {"mlx": nbytes / best_mx / 1e9, "numpy": nbytes / best_np / 1e9}
+    return {**gbs, "best": max(gbs.values()), "mb": _mb(nbytes)}
+
+
+def _time(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def lm_bytes_per_step(lm, batch: int) -> int:
+    """Bytes one decoding step must read at least: every LM weight except the embedding table
+    (quantized scales/biases included), 33 embedding rows per batch row, and the K/V of a full
+    window in every layer."""
+    params = dict(tree_flatten(lm.parameters()))
+    table = params.pop("embed_tokens.weight")
+    weights = sum(v.nbytes for v in params.values())
+    a = lm.args
+    rows = batch * (1 + a.num_codebooks) * a.hidden_size * table.itemsize
+    # Keys/values are stored in the activations' dtype: the embedding table's.
+    kv = 2 * a.num_hidden_layers * batch * a.num_key_value_heads * a.sliding_window * a.head_dim * table.itemsize
+    return weights + rows + kv
+
+
+def time_over_length(config: dict, total: int, around: tuple[int, int], width: int = 100) -> dict:
+    """Median ms/step of a tiny random LM around two points of a long stream."""
+    from .config import ModelArgs
+    from .lm import LM
+
+    mx.random.seed(0)
+    lm = LM(ModelArgs.from_dict(config).lm)
+    lm.set_dtype(mx.bfloat16)
+    mx.eval(lm.parameters())
+    ms = time_lm_steps(lm, 1, total, warmup=0)
+    out = {}
+    for point in around:
+        lo = max(0, min(point - width // 2, total - width))
+        out[point] = statistics.median(ms[lo : lo + width])
+    a, b = around
+    return {"ms_per_step": out, "ratio": out[b] / out[a], "steps": total, "window": lm.args.sliding_window}
+
+
+# ------------------------------------------------------------------------------------------
+# References
+
+
+def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: int, offline_s: float) -> dict:
+    """transformers on the same checkpoint, bf16 as the model card loads it: LM step through its
+    own sliding-window cache, and the card's recipe (`generate` with the forced prefix)."""
+    import torch
+    from transformers import (
+        DynamicCache,
+        KyutaiSpeechToTextFeatureExtractor,
+        KyutaiSpeechToTextForConditionalGeneration,
+        LogitsProcessor,
+    )
+
+    from .stream import DEFAULT_PAD_STEPS, TASK_PREFIXES
+
+    model = KyutaiSpeechToTextForConditionalGeneration.from_pretrained(ckpt, dtype=torch.bfloat16).eval()
+    cfg = model.config
+    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "lm_step": {}}
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for batch in batches:
+            cache = DynamicCache(config=cfg)
+            ids = torch.randint(0, cfg.codebook_vocab_size - 1, (warmup + steps, batch, 1, 1 + cfg.num_codebooks), generator=g)
+            ids[..., 0] = torch.randint(4, cfg.vocab_size - 1, ids.shape[:-1], generator=g)
+            ids[0, ..., 0], ids[0, ..., 1:] = cfg.bos_token_id, cfg.audio_bos_token_id
+            ms = _repeat(
+                lambda i: model(input_ids=ids[i], cache=cache, use_cache=True).logits[:, -1].argmax(-1).tolist(),
+                steps,
+                warmup,
+            )
+            out["lm_step"][batch] = _stats(ms)
+
+    class ForcePrefix(LogitsProcessor):  # the model card's, as in the recipe
+        def __init__(self, prefix, prompt_len=1, pad_steps=DEFAULT_PAD_STEPS, pad_token_id=cfg.pad_token_id):
+            self.prefix, self.prompt_len, self.pad_steps, self.pad_token_id = prefix, prompt_len, pad_steps, pad_token_id
+
+        def __call__(self, input_ids, scores):
+            i = input_ids.shape[1] - self.prompt_len
+            if 0 <= i < len(self.prefix):
+                scores[:] = float("-inf")
+                scores[:, self.prefix[i]] = 0.0
+            elif i < len(self.prefix) + self.pad_steps:
+                scores[:] = float("-inf")
+                scores[:, self.pad_token_id] = 0.0
+            return scores
+
+    if offline_s > 0:
+        fe = KyutaiSpeechToTextFeatureExtractor.from_pretrained(ckpt) if (ckpt / "preprocessor_config.json").exists() else KyutaiSpeechToTextFeatureExtractor()
+        audio = np.concatenate([test_audio(offline_s), np.zeros(5 * SAMPLE_RATE, np.float32)])
+        t0 = time.perf_counter()
+        inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        with torch.no_grad():
+            seq = model.generate(**inputs, logits_processor=[ForcePrefix(TASK_PREFIXES["is"])])
+        elapsed = time.perf_counter() - t0
+        n = seq.shape[1] - 1
+        out["recipe"] = {"audio_s": offline_s, "elapsed_s": elapsed, "rtf": elapsed / offline_s, "steps": n, "ms_per_step": elapsed / n * 1e3}
+    del model
+    return out
+
+
+def reference_moshi_mlx(config: dict, steps: int, warmup: int, budget_s: float | None = None) -> dict | None:
+    """Kyutai's moshi_mlx LM (if installed) with this architecture in bf16, on the same MLX
+    backend: one `LmGen.step` per frame, as its STT script runs it. None if not installed."""
+    try:
+        from moshi_mlx import models
+        from moshi_mlx.utils import sampling
+    except ImportError:
+        return None
+    a = config
+    n_q = a["num_codebooks"]
+    lm_config = models.LmConfig.from_config_dict(
+        {
+            "dim": a["hidden_size"],
+            "num_heads": a["num_attention_heads"],
+            "num_layers": a["num_hidden_layers"],
+            "causal": True,
+            "layer_scale": None,
+            "context": a["sliding_window"],
+            "max_period": a["rope_parameters"]["rope_theta"],
+            "positional_embedding": "rope",
+            "depformer_dim": 1024,
+            "depformer_num_heads": 16,
+            "depformer_num_layers": 0,
+            "depformer_dim_feedforward": 4096,
+            "depformer_pos_emb": "none",
+            "dep_q": 0,
+            "n_q": n_q,
+            "card": a["codebook_vocab_size"] - 1,
+            "text_card": a["vocab_size"] - 1,
+            "existing_text_padding_id": a["pad_token_id"],
+            "delays": [0] * (n_q + 1),
+            "conditioners": {},
+        }
+    )
+    # moshi_mlx 0.3 fixes dim_feedforward at 4 x dim (gated hidden 2/3 of it); Kyutai's STT configs
+    # use hidden_scale 4.125. Set it so the gated FFN has exactly ffn_dim / 2 hidden units, as ours.
+    lm_config.transformer.dim_feedforward = a["ffn_dim"] * 3 // 4
+    mx.random.seed(0)
+    model = models.Lm(lm_config)
+    model.set_dtype(mx.bfloat16)
+    mx.eval(model.parameters())
+    gen = models.LmGen(
+        model=model,
+        max_steps=warmup + steps + 1,
+        text_sampler=sampling.Sampler(temp=0.0),
+        audio_sampler=sampling.Sampler(temp=0.0),
+        check=False,
+    )
+    rng = np.random.default_rng(0)
+    codes = mx.array(rng.integers(0, lm_config.audio_vocab_size - 1, (warmup + steps, 1, n_q)), dtype=mx.int32)
+    mx.eval(codes)
+
+    def one(i):
+        token, _ = gen.step(codes[i])
+        mx.eval(token)
+        token.tolist()
+
+    import importlib.metadata
+
+    ms = _repeat(one, steps, warmup, budget_s)
+    return {"version": importlib.metadata.version("moshi_mlx"), "lm_step": _stats(ms)}
+
+
+# ------------------------------------------------------------------------------------------
+# The run
+
+
+def run(args) -> dict:
+    from . import load
+    from .config import ModelArgs
+
+    quick = args.quick
+    steps, warmup = (args.steps or (4 if quick else 30)), (2 if quick else 5)
+    budget = args.budget
+    offline_s = args.offline_seconds if args.offline_seconds is not None else (2.0 if quick else 60.0)
+    batches = [1, 2]
+    precisions = args.precisions
+    use_ref = have_reference() and not args.no_reference
+    config = TINY if quick else FULL_SIZE
+    result = {
+        "date": date.today().isoformat(),
+        "machine": _machine(),
+        "mlx": mx.__version__,
+        "package": __version__,
+        "device": str(mx.default_device()),
+        "model": args.model or ("tiny random" if quick else "full-size random"),
+    }
+    work = Path(tempfile.mkdtemp(prefix="mlx-kyutai-is-bench-"))
+    try:
+        if args.model:
+            from .utils import resolve_model_path
+
+            source = resolve_model_path(args.model)
+            config_json = json.loads((source / "config.json").read_text())
+            use_ref = use_ref and "mlx_kyutai_is" not in config_json  # the reference needs the HF layout
+        else:
+            _log(f"building the {'tiny' if quick else 'full-size'} architecture with random weights")
+            source = random_checkpoint(config, work / "source", use_transformers=use_ref)
+            config_json = config
+        cfg = ModelArgs.from_file(source)
+        result["config"] = {
+            "hidden": cfg.lm.hidden_size, "layers": cfg.lm.num_hidden_layers, "window": cfg.lm.sliding_window,
+            "vocab": cfg.lm.vocab_size, "codebooks": cfg.lm.num_codebooks, "mimi_hidden": cfg.mimi.hidden_size,
+        }  # fmt: skip
+        _log("measuring memory bandwidth")
+        result["bandwidth_gbs"] = memory_bandwidth(2**26 if quick else 2**30)
+        bw = result["bandwidth_gbs"]["best"] * 1e9
+        dirs = converted_dirs(source, work, precisions)
+        result["precisions"] = {}
+        mimi_done = False
+        for name, path in dirs.items():
+            _log(f"{name}: loading")
+            mx.clear_cache()
+            mx.reset_peak_memory()
+            t0 = time.perf_counter()
+            stt = load(str(path))
+            load_s = time.perf_counter() - t0
+            lm = stt.model.lm
+            row = {
+                "load_s": load_s,
+                "weights_mb": _mb(sum(v.nbytes for _, v in tree_flatten(stt.model.parameters()))),
+                "lm_weights_mb": _mb(sum(v.nbytes for _, v in tree_flatten(lm.parameters()))),
+                "file_mb": _mb(sum(f.stat().st_size for f in Path(path).glob("*.safetensors"))),
+                "batch": {},
+            }
+            if not mimi_done:
+                _log(f"{name}: Mimi streaming, {steps} frames")
+                result["mimi_frame_ms"] = _stats(time_mimi_frames(stt.model.mimi, steps, warmup, budget))
+                mimi_done = True
+            for batch in batches:
+                _log(f"{name}: LM step and stream step, batch {batch}, {steps} steps")
+                lm_ms = _stats(time_lm_steps(lm, batch, steps, warmup, budget))
+                floor_ms = lm_bytes_per_step(lm, batch) / bw * 1e3
+                stream_ms = _stats(time_stream_frames(stt, "is" if batch == 1 else "both", steps, warmup, budget))
+                row["batch"][batch] = {
+                    "lm_step_ms": lm_ms,
+                    "floor_ms": floor_ms,
+                    "x_floor": lm_ms["median"] / floor_ms,
+                    "stream_step_ms": stream_ms,
+                    "rtf": stream_ms["median"] / FRAME_MS,
+                }
+            if offline_s > 0:
+                # transcribe() runs one step per frame of the audio plus ~6 s of flush padding.
+                estimate = (offline_s + 6) / (FRAME_MS / 1e3) * row["batch"][1]["stream_step_ms"]["median"] / 1e3
+                if estimate > args.max_offline_minutes * 60:
+                    row["offline"] = {"skipped": f"would take ~{estimate / 60:.0f} min (--max-offline-minutes)"}
+                    _log(f"{name}: offline transcribe skipped: {row['offline']['skipped']}")
+                else:
+                    _log(f"{name}: offline transcribe of {offline_s:g} s (~{estimate / 60:.1f} min)")
+                    row["offline"] = time_offline(stt, offline_s)
+            row["peak_mb"] = _mb(mx.get_peak_memory())
+            result["precisions"][name] = row
+            del stt, lm
+        if use_ref:
+            _log("transformers reference (bf16)")
+            result["transformers"] = reference_transformers(source, batches, steps, warmup, offline_s)
+        if not args.no_reference:
+            _log("moshi_mlx reference (if installed)")
+            mm = reference_moshi_mlx({**FULL_SIZE, **_lm_config(config_json)}, steps, warmup, budget)
+            if mm is not None:
+                result["moshi_mlx"] = mm
+        total = args.length_steps or (1200 if quick else 10_100)
+        _log(f"cost over length: tiny model, {total} steps")
+        result["length"] = time_over_length(TINY, total, (min(400, total // 3), min(10_000, total - 100)))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    _ratios(result)
+    return result
+
+
+def _lm_config(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k in FULL_SIZE and k != "codec_config"}
+
+
+def _ratios(r: dict) -> None:
+    """Ours over the references, for the headline rows (bf16)."""
+    ours = r["precisions"].get("bf16") or next(iter(r["precisions"].values()))
+    out = {}
+    ref = r.get("transformers")
+    if ref:
+        for b, row in ours["batch"].items():
+            out[f"lm_step_vs_transformers_b{b}"] = row["lm_step_ms"]["median"] / ref["lm_step"][b]["median"]
+        if "recipe" in ref and "rtf" in ours.get("offline", {}):
+            out["offline_rtf_vs_recipe"] = ours["offline"]["rtf"] / ref["recipe"]["rtf"]
+            out["stream_step_vs_recipe_step"] = ours["batch"][1]["stream_step_ms"]["median"] / ref["recipe"]["ms_per_step"]
+    if r.get("moshi_mlx"):
+        out["lm_step_vs_moshi_mlx"] = ours["batch"][1]["lm_step_ms"]["median"] / r["moshi_mlx"]["lm_step"]["median"]
+    r["ratios"] = out
+
+
+def _machine() -> str:
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def format_table(r: dict) -> str:
+    lines = [
+        f"mlx-kyutai-is {r['package']} bench — {r['model']} — {r['date']} — {r['machine']} — mlx {r['mlx']} ({r['device']})",
+        f"memory bandwidth (best of float32 sums over {r['bandwidth_gbs']['mb']:.0f} MB): {r['bandwidth_gbs']['best']:.1f} GB/s "
+        f"(mlx {r['bandwidth_gbs']['mlx']:.1f}, numpy {r['bandwidth_gbs']['numpy']:.1f})",
+        f"Mimi streaming encode: {r['mimi_frame_ms']['median']:.1f} ms per 80 ms frame "
+        f"(p95 {r['mimi_frame_ms']['p95']:.1f})",
+        "",
+        f"{'prec':<5} {'B':>1} {'LM step ms':>17} {'floor ms':>9} {'x floor':>8} {'stream step ms':>17} {'RTF':>6} "
+        f"{'offline RTF':>11} {'load s':>7} {'weights MB':>10} {'peak MB':>8}",
+    ]
+    for name, row in r["precisions"].items():
+        for b, br in row["batch"].items():
+            off = row.get("offline", {}).get("rtf", "skipped" if "offline" in row else None)
+            lines.append(
+                f"{name:<5} {b:>1} {br['lm_step_ms']['median']:>8.1f} / {br['lm_step_ms']['p95']:>6.1f} "
+                f"{br['floor_ms']:>9.1f} {br['x_floor']:>8.2f} "
+                f"{br['stream_step_ms']['median']:>8.1f} / {br['stream_step_ms']['p95']:>6.1f} {br['rtf']:>6.2f} "
+                f"{(_fmt(off) if b == 1 else ''):>11} {row['load_s']:>7.2f} "
+                f"{row['weights_mb']:>10.0f} {row['peak_mb']:>8.0f}"
+            )
+    ref = r.get("transformers")
+    if ref:
+        lines += ["", f"transformers (torch {ref['torch']}, bf16, {ref['threads']} threads), same weights:"]
+        for b, s in ref["lm_step"].items():
+            lines.append(f"  LM step, batch {b}: {s['median']:.1f} ms (p95 {s['p95']:.1f})")
+        if "recipe" in ref:
+            rc = ref["recipe"]
+            lines.append(
+                f"  model card recipe (generate) on {rc['audio_s']:g} s: {rc['ms_per_step']:.1f} ms per step, RTF {rc['rtf']:.2f}"
+            )
+    else:
+        lines += ["", "transformers reference: not run (install the test extra: pip install -e '.[test]')"]
+    mm = r.get("moshi_mlx")
+    if mm:
+        lines.append(f"moshi_mlx {mm['version']} (same backend, same architecture, bf16): LM step {mm['lm_step']['median']:.1f} ms")
+    else:
+        lines.append("moshi_mlx: not installed (pip install --no-deps moshi_mlx to compare)")
+    if r["ratios"]:
+        lines += ["", "ratios (ours / reference, bf16): " + ", ".join(f"{k} {v:.2f}" for k, v in r["ratios"].items())]
+    ln = r["length"]
+    (a, ma), (b, mb) = ln["ms_per_step"].items()
+    lines.append(
+        f"cost over length (tiny model, window {ln['window']}): {ma:.2f} ms/step around step {a}, "
+        f"{mb:.2f} around step {b}: ratio {ln['ratio']:.2f}"
+    )
+    return "\n".join(lines)
+
+
+def _fmt(x) -> str:
+    return "" if x is None else x if isinstance(x, str) else f"{x:.2f}"
+
+
+def configure_parser(prog: str = "mlx-kyutai-is bench") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Measure ms per 80 ms step, real-time factor, memory and load time for bf16, q8 "
+        "and q4, batch 1 and 2, beside transformers (and moshi_mlx where installed). Without "
+        "--model it builds the full-size architecture with random weights: no download.",
+    )
+    p.add_argument("--model", help="benchmark this model directory or hub id instead of random weights")
+    p.add_argument("--quick", action="store_true", help="tiny model and a few steps (seconds; checks the code path)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--steps", type=int, help="timed steps per measurement (default 30; 4 with --quick)")
+    p.add_argument("--offline-seconds", type=float, help="audio length for the offline RTF (default 60; 0 skips)")
+    p.add_argument(
+        "--precisions", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS), help="default: bf16 q8 q4"
+    )
+    p.add_argument(
+        "--budget", type=float, default=30.0, help="seconds per measurement before it stops early (default 30)"
+    )
+    p.add_argument(
+        "--max-offline-minutes",
+        type=float,
+        default=15.0,
+        help="skip the offline run of a precision whose estimate is longer (default 15)",
+    )
+    p.add_argument("--length-steps", type=int, help="steps of the cost-over-length run (default 10100)")
+    p.add_argument("--no-reference", action="store_true", help="skip transformers and moshi_mlx")
+    p.add_argument("-o", "--output", help="also write the JSON results to this file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = configure_parser().parse_args(argv)
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    print(text if args.json else format_table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

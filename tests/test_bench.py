@@ -1,0 +1,97 @@
+"""The benchmark's code path on a tiny model, so it cannot rot (timings are printed, never asserted)."""
+
+import json
+import math
+import subprocess
+import sys
+import time
+
+import mlx.core as mx
+import pytest
+
+from mlx_kyutai_is import bench
+from mlx_kyutai_is.config import ModelArgs
+from mlx_kyutai_is.model import Model
+from mlx_kyutai_is.utils import quantize_model
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    cmd = [sys.executable, "-m", "mlx_kyutai_is", "bench", "--quick", "--offline-seconds", "1", "--length-steps", "500"]
+    proc = subprocess.run([*cmd, "-o", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def _finite_positive(x):
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_quick_bench_measures_every_precision_and_batch(quick_run):
+    _, r = quick_run
+    assert set(r["precisions"]) == {"bf16", "q8", "q4"}
+    assert r["config"]["layers"] == 2 and r["config"]["codebooks"] == 32
+    for name, row in r["precisions"].items():
+        assert set(row["batch"]) == {"1", "2"}
+        for b in row["batch"].values():
+            for key in ("lm_step_ms", "stream_step_ms"):
+                assert b[key]["n"] >= 3 and _finite_positive(b[key]["median"]) and b[key]["p95"] >= b[key]["median"]
+            assert _finite_positive(b["floor_ms"]) and _finite_positive(b["x_floor"])
+            assert b["rtf"] == pytest.approx(b["stream_step_ms"]["median"] / 80.0)
+        assert _finite_positive(row["offline"]["rtf"]) and row["offline"]["audio_s"] == 1
+        assert _finite_positive(row["load_s"]) and _finite_positive(row["peak_mb"])
+    # Quantized files are smaller than the bf16 one.
+    sizes = {k: v["file_mb"] for k, v in r["precisions"].items()}
+    assert sizes["q4"] < sizes["q8"] < sizes["bf16"]
+    assert _finite_positive(r["mimi_frame_ms"]["median"])
+    assert _finite_positive(r["bandwidth_gbs"]["best"])
+    length = r["length"]
+    assert length["steps"] == 500 and set(length["ms_per_step"]) == {"166", "400"}
+    assert _finite_positive(length["ratio"])
+
+
+def test_quick_bench_runs_the_transformers_reference_on_the_same_checkpoint(quick_run):
+    pytest.importorskip("transformers")
+    _, r = quick_run
+    ref = r["transformers"]
+    assert set(ref["lm_step"]) == {"1", "2"} and all(_finite_positive(s["median"]) for s in ref["lm_step"].values())
+    # The recipe ran over the 1 s of audio plus its 5 s of silence: ~75 steps at 12.5 Hz.
+    assert 60 <= ref["recipe"]["steps"] <= 100 and _finite_positive(ref["recipe"]["rtf"])
+    assert {"lm_step_vs_transformers_b1", "offline_rtf_vs_recipe"} <= set(r["ratios"])
+
+
+def test_quick_bench_prints_a_table(quick_run):
+    table, r = quick_run
+    assert r["date"] in table and "LM step ms" in table and "cost over length" in table
+    rows = [line.split() for line in table.splitlines() if line.split()[:1] in (["bf16"], ["q8"], ["q4"])]
+    assert [(row[0], row[1]) for row in rows] == [(p, b) for p in ("bf16", "q8", "q4") for b in ("1", "2")]
+
+
+def test_bytes_per_step_counts_weights_embedding_rows_and_kv_window():
+    args = ModelArgs.from_dict(bench.TINY)
+    model = Model(args)
+    model.lm.set_dtype(mx.bfloat16)
+    lm, a = model.lm, args.lm
+    linears = sum(p.nbytes for layer in lm.layers for p in _leaves(layer)) + sum(p.nbytes for p in _leaves(lm.norm))
+    head = lm.lm_head.weight.nbytes
+    rows = 33 * a.hidden_size * 2
+    kv = 2 * a.num_hidden_layers * a.num_key_value_heads * a.sliding_window * a.head_dim * 2
+    assert bench.lm_bytes_per_step(lm, 1) == linears + head + rows + kv
+    assert bench.lm_bytes_per_step(lm, 2) == linears + head + 2 * rows + 2 * kv
+    bf16 = bench.lm_bytes_per_step(lm, 1)
+    quantize_model(model, bits=4, group_size=64)
+    assert bench.lm_bytes_per_step(model.lm, 1) < bf16
+
+
+def _leaves(module):
+    from mlx.utils import tree_flatten
+
+    return [v for _, v in tree_flatten(module.parameters())]
+
+
+def test_repeat_stops_at_the_time_budget_after_three_timed_calls():
+    calls = []
+    ms = bench._repeat(lambda i: (calls.append(i), time.sleep(0.02)), steps=100, warmup=1, budget_s=0.01)
+    assert len(ms) == 3 and calls == [0, 1, 2, 3]
+    assert len(bench._repeat(lambda i: None, steps=5, warmup=2)) == 5
