@@ -37,12 +37,12 @@ def load(path_or_repo: str = DEFAULT_MODEL, quantize: int | dict | None = None, 
     """
     from .audio import read_preprocessor_config
     from .tokenizer import Tokenizer
-    from .utils import load_model, resolve_model_path
+    from .utils import adapt_to_device, load_model, resolve_model_path
 
     path = resolve_model_path(path_or_repo)
     if isinstance(quantize, int):
         quantize = {"bits": quantize, "group_size": 64}
-    model = load_model(path, quantize=quantize, dtype=dtype)
+    model = adapt_to_device(load_model(path, quantize=quantize, dtype=dtype))
     tokenizer = Tokenizer.from_dir(path, model.args.lm)
     return STT(model, tokenizer, read_preprocessor_config(path), path=str(path))
 

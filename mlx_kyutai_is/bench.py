@@ -314,6 +314,25 @@ def time_over_length(config: dict, total: int, around: tuple[int, int], width: i
 # References
 
 
+def force_prefix(prefix: list[int], prompt_len: int = 1, pad_steps: int = 12, pad_token_id: int = 3):
+    """The model card's `ForcePrefix` logits processor for transformers' `generate`: the first
+    generated tokens are the task prefix, the next `pad_steps` are pad (needs transformers)."""
+    from transformers import LogitsProcessor
+
+    class ForcePrefix(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            i = input_ids.shape[1] - prompt_len
+            if 0 <= i < len(prefix):
+                scores[:] = float("-inf")
+                scores[:, prefix[i]] = 0.0
+            elif i < len(prefix) + pad_steps:
+                scores[:] = float("-inf")
+                scores[:, pad_token_id] = 0.0
+            return scores
+
+    return ForcePrefix()
+
+
 def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: int, offline_s: float) -> dict:
     """transformers on the same checkpoint, bf16 as the model card loads it: LM step through its
     own sliding-window cache, and the card's recipe (`generate` with the forced prefix)."""
@@ -322,10 +341,9 @@ def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: i
         DynamicCache,
         KyutaiSpeechToTextFeatureExtractor,
         KyutaiSpeechToTextForConditionalGeneration,
-        LogitsProcessor,
     )
 
-    from .stream import DEFAULT_PAD_STEPS, TASK_PREFIXES
+    from .stream import TASK_PREFIXES
 
     model = KyutaiSpeechToTextForConditionalGeneration.from_pretrained(ckpt, dtype=torch.bfloat16).eval()
     cfg = model.config
@@ -344,27 +362,13 @@ def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: i
             )
             out["lm_step"][batch] = _stats(ms)
 
-    class ForcePrefix(LogitsProcessor):  # the model card's, as in the recipe
-        def __init__(self, prefix, prompt_len=1, pad_steps=DEFAULT_PAD_STEPS, pad_token_id=cfg.pad_token_id):
-            self.prefix, self.prompt_len, self.pad_steps, self.pad_token_id = prefix, prompt_len, pad_steps, pad_token_id
-
-        def __call__(self, input_ids, scores):
-            i = input_ids.shape[1] - self.prompt_len
-            if 0 <= i < len(self.prefix):
-                scores[:] = float("-inf")
-                scores[:, self.prefix[i]] = 0.0
-            elif i < len(self.prefix) + self.pad_steps:
-                scores[:] = float("-inf")
-                scores[:, self.pad_token_id] = 0.0
-            return scores
-
     if offline_s > 0:
         fe = KyutaiSpeechToTextFeatureExtractor.from_pretrained(ckpt) if (ckpt / "preprocessor_config.json").exists() else KyutaiSpeechToTextFeatureExtractor()
         audio = np.concatenate([test_audio(offline_s), np.zeros(5 * SAMPLE_RATE, np.float32)])
         t0 = time.perf_counter()
         inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
         with torch.no_grad():
-            seq = model.generate(**inputs, logits_processor=[ForcePrefix(TASK_PREFIXES["is"])])
+            seq = model.generate(**inputs, logits_processor=[force_prefix(TASK_PREFIXES["is"], pad_token_id=cfg.pad_token_id)])
         elapsed = time.perf_counter() - t0
         n = seq.shape[1] - 1
         out["recipe"] = {"audio_s": offline_s, "elapsed_s": elapsed, "rtf": elapsed / offline_s, "steps": n, "ms_per_step": elapsed / n * 1e3}
@@ -524,10 +528,12 @@ def run(args) -> dict:
                     row["offline"] = time_offline(stt, offline_s)
             row["peak_mb"] = _mb(mx.get_peak_memory())
             result["precisions"][name] = row
+            _save_partial(result, args.output)
             del stt, lm
         if use_ref:
             _log("transformers reference (bf16)")
             result["transformers"] = reference_transformers(source, batches, steps, warmup, offline_s)
+            _save_partial(result, args.output)
         if not args.no_reference:
             _log("moshi_mlx reference (if installed)")
             mm = reference_moshi_mlx({**FULL_SIZE, **_lm_config(config_json)}, steps, warmup, budget)
@@ -540,6 +546,12 @@ def run(args) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     _ratios(result)
     return result
+
+
+def _save_partial(result: dict, output: str | None) -> None:
+    """A long run keeps what it has measured so far in `--output` (the end rewrites it whole)."""
+    if output:
+        Path(output).write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _lm_config(config: dict) -> dict:

@@ -192,6 +192,28 @@ def quantize_model(model: Model, bits: int = 4, group_size: int = 64) -> Model:
     return model
 
 
+def adapt_to_device(model: Model, device: mx.Device | None = None) -> Model:
+    """Tune a loaded model for the device it runs on; weights and results are unchanged but for
+    rounding. Used by `load()`, not by `convert` (files keep the standard layout).
+
+    On the CPU, the quantized layers' scales and biases are made float32: MLX's CPU
+    `quantized_matmul` has a fast kernel only when the activations or the scales are float32;
+    bf16 activations with bf16 scales fall to a generic one ~9x slower (MLX 0.32: a full-size q4
+    step 8.5 s -> 0.84 s on 2 cores). The activations then run in float32 after the first
+    quantized layer (the KV cache too: +49 MB). Metal and CUDA keep the stored dtypes.
+    """
+    device = device or mx.default_device()
+    if device.type != mx.cpu:
+        return model
+    for _, module in model.named_modules():
+        if isinstance(module, nn.QuantizedLinear) and module.scales.dtype != mx.float32:
+            module.scales = module.scales.astype(mx.float32)
+            if module.get("biases") is not None:
+                module.biases = module.biases.astype(mx.float32)
+    mx.eval(model.parameters())
+    return model
+
+
 def load_model(
     path_or_repo: str | Path,
     quantize: dict | None = None,
@@ -331,6 +353,7 @@ def save_model(
 
 __all__ = [
     "ConfigError",
+    "adapt_to_device",
     "ModelLoadError",
     "load_model",
     "load_weights",

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlx_kyutai_is import bench
+
 SAMPLE_RATE = 24_000
 TEXT_VOCAB = 9323  # out vocab 9322 + the unused start slot (model card)
 TEXT_BOS = 9322
@@ -26,69 +28,28 @@ SENTENCES = [
 ]
 
 
+def _lm_part(config):
+    return {k: v for k, v in config.items() if k != "codec_config"}
+
+
 def small_lm_kwargs(**overrides):
-    kw = dict(
-        vocab_size=TEXT_VOCAB,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        ffn_dim=192,
-        sliding_window=16,
-        max_position_embeddings=32,
-        rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
-        rms_norm_eps=1e-8,
-        num_codebooks=32,
-        codebook_vocab_size=2049,
-        audio_bos_token_id=2048,
-        audio_pad_token_id=TEXT_VOCAB + 32 * 2049,
-        bos_token_id=TEXT_BOS,
-        pad_token_id=3,
-    )
-    kw.update(overrides)
-    return kw
+    """The benchmark's tiny LM (hidden 64, 2 layers, window 16) with the real vocabularies."""
+    return {**_lm_part(bench.TINY), **overrides}
 
 
 def small_codec_kwargs(**overrides):
-    kw = dict(
-        hidden_size=64,
-        upsample_groups=64,
-        num_filters=8,
-        num_residual_layers=1,
-        upsampling_ratios=[8, 6, 5, 4],
-        codebook_size=2048,
-        codebook_dim=32,
-        vector_quantization_hidden_dimension=32,
-        num_quantizers=32,
-        num_semantic_quantizers=1,
-        num_hidden_layers=2,
-        intermediate_size=128,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        head_dim=16,
-        sliding_window=20,
-        max_position_embeddings=8000,
-    )
-    kw.update(overrides)
-    return kw
+    """A small Mimi (hidden 64, 2 transformer layers, window 20) with 32 full-size codebooks."""
+    return {**bench.TINY["codec_config"], **overrides}
 
 
 def full_codec_kwargs():
     """The published checkpoint's codec: transformers' MimiConfig defaults (512 hidden, 8 layers)."""
-    return dict(num_quantizers=32)
+    return dict(bench.FULL_SIZE["codec_config"])
 
 
 def full_lm_kwargs():
     """The model card's LM: hidden 2048, 16 layers, 16 heads, window 375, vocab 9323."""
-    return small_lm_kwargs(
-        hidden_size=2048,
-        num_hidden_layers=16,
-        num_attention_heads=16,
-        num_key_value_heads=16,
-        ffn_dim=11264,
-        sliding_window=375,
-        max_position_embeddings=750,
-    )
+    return _lm_part(bench.FULL_SIZE)
 
 
 def randomize_codebooks(model, seed=0, scale=None):

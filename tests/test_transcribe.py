@@ -8,27 +8,8 @@ transformers = pytest.importorskip("transformers")
 
 from checkpoints import read_wav  # noqa: E402
 
+from mlx_kyutai_is.bench import force_prefix  # noqa: E402  (the model card's ForcePrefix)
 from mlx_kyutai_is.stream import TASK_PREFIXES  # noqa: E402
-
-
-class ForcePrefix(transformers.generation.LogitsProcessor):
-    """Copied from the model card."""
-
-    def __init__(self, prefix, prompt_len=1, pad_steps=12, pad_token_id=3):
-        self.prefix = prefix
-        self.prompt_len = prompt_len
-        self.pad_steps = pad_steps
-        self.pad_token_id = pad_token_id
-
-    def __call__(self, input_ids, scores):
-        i = input_ids.shape[1] - self.prompt_len
-        if 0 <= i < len(self.prefix):
-            scores[:] = float("-inf")
-            scores[:, self.prefix[i]] = 0.0
-        elif i < len(self.prefix) + self.pad_steps:
-            scores[:] = float("-inf")
-            scores[:, self.pad_token_id] = 0.0
-        return scores
 
 
 def recipe(ckpt, audio, task, dtype=torch.bfloat16):
@@ -43,7 +24,7 @@ def recipe(ckpt, audio, task, dtype=torch.bfloat16):
     with torch.no_grad():
         gen = model.generate(
             **inputs,
-            logits_processor=[ForcePrefix(TASK_PREFIXES[task])],
+            logits_processor=[force_prefix(TASK_PREFIXES[task])],
             return_dict_in_generate=True,
             output_logits=True,
         )
