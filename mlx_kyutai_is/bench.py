@@ -259,16 +259,21 @@ def time_offline(stt, seconds: float) -> dict:
 
 
 def memory_bandwidth(nbytes: int = 2**30, repeats: int = 5) -> dict:
-    """Best read bandwidth (GB/s) of a sum over `nbytes` of float32, by MLX and by numpy."""
+    """Best read bandwidth (GB/s) of the device MLX runs on: a float32 sum over `nbytes`, and a
+    copy (bytes read + written). On the CPU numpy's sum counts too (MLX's CPU reduction is
+    slower than the memory bus); on a GPU only MLX sees the device's memory."""
     n = nbytes // 4
     a = mx.ones((n,), mx.float32)
     mx.eval(a)
-    best_mx = min(_time(lambda: mx.eval(a.sum())) for _ in range(repeats))
+    gbs = {
+        "mlx_sum": nbytes / min(_time(lambda: mx.eval(a.sum())) for _ in range(repeats)) / 1e9,
+        "mlx_copy": 2 * nbytes / min(_time(lambda: mx.eval(a + 1)) for _ in range(repeats)) / 1e9,
+    }
     del a
-    b = np.ones(n, np.float32)
-    best_np = min(_time(lambda: b.sum()) for _ in range(repeats))
-    del b
-    gbs = {"mlx": nbytes / best_mx / 1e9, "numpy": nbytes / best_np / 1e9}
+    if mx.default_device().type == mx.cpu:
+        b = np.ones(n, np.float32)
+        gbs["numpy_sum"] = nbytes / min(_time(lambda: b.sum()) for _ in range(repeats)) / 1e9
+        del b
     return {**gbs, "best": max(gbs.values()), "mb": _mb(nbytes)}
 
 
@@ -345,9 +350,11 @@ def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: i
 
     from .stream import TASK_PREFIXES
 
-    model = KyutaiSpeechToTextForConditionalGeneration.from_pretrained(ckpt, dtype=torch.bfloat16).eval()
+    # Same kind of device as MLX: CUDA when MLX runs on a GPU (mlx[cuda]) and torch has it.
+    device = "cuda" if mx.default_device().type == mx.gpu and torch.cuda.is_available() else "cpu"
+    model = KyutaiSpeechToTextForConditionalGeneration.from_pretrained(ckpt, dtype=torch.bfloat16).to(device).eval()
     cfg = model.config
-    out = {"torch": torch.__version__, "threads": torch.get_num_threads(), "lm_step": {}}
+    out = {"torch": torch.__version__, "device": device, "threads": torch.get_num_threads(), "lm_step": {}}
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for batch in batches:
@@ -355,6 +362,7 @@ def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: i
             ids = torch.randint(0, cfg.codebook_vocab_size - 1, (warmup + steps, batch, 1, 1 + cfg.num_codebooks), generator=g)
             ids[..., 0] = torch.randint(4, cfg.vocab_size - 1, ids.shape[:-1], generator=g)
             ids[0, ..., 0], ids[0, ..., 1:] = cfg.bos_token_id, cfg.audio_bos_token_id
+            ids = ids.to(device)
             ms = _repeat(
                 lambda i: model(input_ids=ids[i], cache=cache, use_cache=True).logits[:, -1].argmax(-1).tolist(),
                 steps,
@@ -366,7 +374,7 @@ def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: i
         fe = KyutaiSpeechToTextFeatureExtractor.from_pretrained(ckpt) if (ckpt / "preprocessor_config.json").exists() else KyutaiSpeechToTextFeatureExtractor()
         audio = np.concatenate([test_audio(offline_s), np.zeros(5 * SAMPLE_RATE, np.float32)])
         t0 = time.perf_counter()
-        inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").to(device)
         with torch.no_grad():
             seq = model.generate(**inputs, logits_processor=[force_prefix(TASK_PREFIXES["is"], pad_token_id=cfg.pad_token_id)])
         elapsed = time.perf_counter() - t0
@@ -575,7 +583,11 @@ def _ratios(r: dict) -> None:
 
 
 def _machine() -> str:
-    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {platform.processor() or platform.machine()}"
+    try:  # MLX's own name for the device it runs on ("AMD EPYC", "NVIDIA H100 80GB HBM3", "Apple M3 Max")
+        name = mx.device_info().get("device_name", "")
+    except Exception:
+        name = ""
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {name or platform.processor()}"
 
 
 def _log(msg: str) -> None:
@@ -585,8 +597,9 @@ def _log(msg: str) -> None:
 def format_table(r: dict) -> str:
     lines = [
         f"mlx-kyutai-is {r['package']} bench — {r['model']} — {r['date']} — {r['machine']} — mlx {r['mlx']} ({r['device']})",
-        f"memory bandwidth (best of float32 sums over {r['bandwidth_gbs']['mb']:.0f} MB): {r['bandwidth_gbs']['best']:.1f} GB/s "
-        f"(mlx {r['bandwidth_gbs']['mlx']:.1f}, numpy {r['bandwidth_gbs']['numpy']:.1f})",
+        f"memory bandwidth (best over {r['bandwidth_gbs']['mb']:.0f} MB of float32): {r['bandwidth_gbs']['best']:.1f} GB/s ("
+        + ", ".join(f"{k} {v:.1f}" for k, v in r["bandwidth_gbs"].items() if k not in ("best", "mb"))
+        + ")",
         f"Mimi streaming encode: {r['mimi_frame_ms']['median']:.1f} ms per 80 ms frame "
         f"(p95 {r['mimi_frame_ms']['p95']:.1f})",
         "",
@@ -605,7 +618,8 @@ def format_table(r: dict) -> str:
             )
     ref = r.get("transformers")
     if ref:
-        lines += ["", f"transformers (torch {ref['torch']}, bf16, {ref['threads']} threads), same weights:"]
+        where = f"{ref['threads']} CPU threads" if ref.get("device", "cpu") == "cpu" else ref["device"]
+        lines += ["", f"transformers (torch {ref['torch']}, bf16, {where}), same weights:"]
         for b, s in ref["lm_step"].items():
             lines.append(f"  LM step, batch {b}: {s['median']:.1f} ms (p95 {s['p95']:.1f})")
         if "recipe" in ref:

@@ -47,8 +47,11 @@ DEFAULT_TEXT_DELAY_S = 5.0
 DEFAULT_TRAILING_SILENCE_S = 5.0
 # Kyutai's end-of-padding id, emitted just before a new word: a word boundary (MODEL.md).
 WORD_BOUNDARY_ID = 0
-# `feed()` hands Mimi at most this much audio at once (bounded memory for long arrays).
-MAX_FEED_SECONDS = 10.0
+# Mimi encodes at most this much audio in one call. Its activations grow with the chunk: at full
+# size 1 s takes ~135 MB above the weights and caches (10 s: 1.2 GB), and longer chunks are no
+# faster (CPU: 1 s 38 s, 2 s 34 s, 10 s 42 s for 10 s of audio), so 1 s keeps the peak near
+# weights + 250 MB for files and arrays of any length.
+MIMI_CHUNK_SECONDS = 1.0
 # Release MLX's buffer cache this often (steps), as mlx-lm's generate does.
 CLEAR_CACHE_EVERY = 256
 
@@ -289,6 +292,15 @@ class Stream:
         codes = self.model.mimi.encode_step(mx.array(samples, dtype=mx.float32)[None], self.mimi_state)
         return codes[0]
 
+    def _encode_chunks(self, samples: np.ndarray):
+        """Codes of the frames completed by `samples`, one (frames, codebooks) array per Mimi
+        chunk of at most `MIMI_CHUNK_SECONDS`."""
+        block = int(MIMI_CHUNK_SECONDS * self.sample_rate)
+        for i in range(0, len(samples), block):
+            codes = self._encode(samples[i : i + block])
+            self._frames += codes.shape[0]
+            yield codes
+
     def _run(self, codes: mx.array, n_steps: int) -> list[Word]:
         """LM steps for the first `n_steps` frames of `codes` (frame f feeds step f + 1; step 0,
         the first time, reads the BOS inputs). One host sync per step, taken only after the next
@@ -343,10 +355,8 @@ class Stream:
         padded = samples
         if self._padded_in == 0:
             padded = np.concatenate([np.zeros(int(self.silence_prefix * self.sample_rate), np.float32), samples])
-        words, block = [], int(MAX_FEED_SECONDS * self.sample_rate)
-        for i in range(0, len(padded), block):
-            codes = self._encode(padded[i : i + block])
-            self._frames += codes.shape[0]
+        words = []
+        for codes in self._encode_chunks(padded):
             words += self._run(codes, codes.shape[0])
         if self.watchdog is not None and (reason := self.watchdog.observe(samples, words)):
             words += self.recover(reason)
@@ -371,10 +381,14 @@ class Stream:
         tail = int(self.trailing_silence * self.sample_rate) + int((self.delay + 1.0) * self.sample_rate)
         if self._padded_in == 0:
             tail += int(self.silence_prefix * self.sample_rate)
-        codes = self._encode(np.zeros(tail, np.float32))
-        self._frames += codes.shape[0]
-        # Every frame so far fed one step after the BOS step; generate runs floor(padded samples /
-        # frame size) steps in all, so the last frame is never read.
+        # Codes are small; encode chunk by chunk (each evaluated before the next, bounding Mimi's
+        # memory) and run the LM over all of them but the last frame: every frame so far fed one
+        # step after the BOS step, and generate runs floor(padded samples / frame size) steps.
+        chunks = []
+        for c in self._encode_chunks(np.zeros(tail, np.float32)):
+            mx.eval(c)
+            chunks.append(c)
+        codes = mx.concatenate(chunks) if chunks else mx.zeros((0, self.model.args.mimi.num_quantizers), mx.int32)
         words = self._run(codes, codes.shape[0] - 1)
         self._flushed = True
         for a in self.assemblers.values():

@@ -9,7 +9,7 @@ import pytest
 from checkpoints import read_wav
 
 from mlx_kyutai_is.config import ModelArgs
-from mlx_kyutai_is.stream import TASK_PREFIXES, WORD_BOUNDARY_ID, Stream
+from mlx_kyutai_is.stream import MIMI_CHUNK_SECONDS, TASK_PREFIXES, WORD_BOUNDARY_ID, Stream
 from mlx_kyutai_is.tokenizer import Tokenizer
 
 SR, FRAME = 24000, 1920
@@ -149,6 +149,26 @@ def test_timestamps_of_two_utterances_follow_the_rule(stt, speech):
     for w, w5 in zip(t.words, t5.words):
         if 4.5 <= w.start < dur:  # not clamped by either
             assert w5.start == pytest.approx(w.start - 4.5)
+
+
+def test_mimi_encodes_in_bounded_chunks(stt, audio, monkeypatch):
+    """A long array and the flush padding reach Mimi in chunks of at most MIMI_CHUNK_SECONDS, each
+    evaluated before the next: Mimi's activations, not the input length, set the peak memory."""
+    sizes, encode = [], stt.model.mimi.encode_step
+
+    def spy(chunk, state):
+        sizes.append(chunk.shape[-1])
+        return encode(chunk, state)
+
+    monkeypatch.setattr(stt.model.mimi, "encode_step", spy)
+    long = np.tile(audio, 3)
+    s = stt.stream("is")
+    s.feed(long)
+    s.flush()
+    limit = int(MIMI_CHUNK_SECONDS * stt.sample_rate)
+    assert max(sizes) == limit and sum(sizes) >= len(long) + 5 * stt.sample_rate
+    monkeypatch.undo()
+    assert s.transcripts()["is"].tokens == stt.transcribe(long, task="is").tokens
 
 
 def test_feed_after_flush_is_an_error(stt, audio):
