@@ -7,11 +7,41 @@ and predicts the next text token. The arithmetic follows transformers'
 `KyutaiSpeechToTextForConditionalGeneration` stepping through its sliding-window cache.
 """
 
+from functools import lru_cache, partial
+
 import mlx.core as mx
 import mlx.nn as nn
 
 from .cache import RotatingKVCache, window_mask
 from .config import LmArgs
+
+
+# The elementwise tails below are compiled (as mlx-lm's `swiglu`): each fuses its casts and
+# arithmetic into one kernel, which on a GPU is what a one-token step mostly pays for (launches).
+# The dtype steps are kept, so results are those of the uncompiled code.
+
+
+@partial(mx.compile, shapeless=True)
+def silu_gate(gate: mx.array, value: mx.array) -> mx.array:
+    # SiLU in float32, rounded once, as torch's bf16 kernel does (x * sigmoid(x) in bf16 rounds twice).
+    return nn.silu(gate.astype(mx.float32)).astype(value.dtype) * value
+
+
+@lru_cache(maxsize=None)
+def rms_norm_f32(eps: float):
+    """RMSNorm in float32, cast back (compiled once per eps)."""
+
+    @partial(mx.compile, shapeless=True)
+    def norm(x: mx.array, weight: mx.array) -> mx.array:
+        return mx.fast.rms_norm(x.astype(mx.float32), weight.astype(mx.float32), eps).astype(x.dtype)
+
+    return norm
+
+
+@partial(mx.compile, shapeless=True)
+def sum_embeddings(e: mx.array) -> mx.array:
+    # Summed in float32 and rounded once, as torch sums bf16.
+    return e.astype(mx.float32).sum(axis=2).astype(e.dtype)
 
 
 class Attention(nn.Module):
@@ -61,9 +91,7 @@ class GatedMLP(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         gate, value = mx.split(self.fc1(x), 2, axis=-1)
-        # SiLU in float32, rounded once, as torch's bf16 kernel does (x * sigmoid(x) in bf16 rounds twice).
-        gate = nn.silu(gate.astype(mx.float32)).astype(value.dtype)
-        return self.fc2(gate * value)
+        return self.fc2(silu_gate(gate, value))
 
 
 class RMSNorm(nn.Module):
@@ -75,8 +103,7 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def __call__(self, x: mx.array) -> mx.array:
-        y = mx.fast.rms_norm(x.astype(mx.float32), self.weight.astype(mx.float32), self.eps)
-        return y.astype(x.dtype)
+        return rms_norm_f32(self.eps)(x, self.weight)
 
 
 class DecoderLayer(nn.Module):
@@ -121,9 +148,8 @@ class LM(nn.Module):
         """Sum of the text and codebook embeddings; `audio_pad_token_id` is the (zero) last row as is."""
         pad = self.args.audio_pad_token_id
         rows = mx.where(tokens == pad, tokens, tokens + self._offsets)
-        # One gather for all 33 columns, summed in float32 and rounded once, as torch sums bf16.
-        e = self.embed_tokens(rows)
-        return e.astype(mx.float32).sum(axis=2).astype(e.dtype)
+        # One gather for all 33 columns.
+        return sum_embeddings(self.embed_tokens(rows))
 
     def __call__(self, tokens: mx.array, cache: list | None = None) -> mx.array:
         """Run T steps at once (prefill / offline) or one step (streaming).
