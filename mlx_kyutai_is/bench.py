@@ -297,22 +297,46 @@ def lm_bytes_per_step(lm, batch: int) -> int:
     return weights + rows + kv
 
 
-def time_over_length(config: dict, total: int, around: tuple[int, int], width: int = 100) -> dict:
-    """Median ms/step of a tiny random LM around two points of a long stream."""
+def time_over_length(config: dict, total: int, around: tuple[int, int], width: int = 200) -> dict:
+    """Median ms/step of a tiny random LM around step `around[0]` and around step `around[1]`.
+
+    Two streams are run up to `point - width / 2` steps, then stepped in alternation for `width`
+    steps each, so that whatever else the machine does weighs on both alike (timed one after the
+    other, a busy minute on a shared CPU moved the ratio between 0.8 and 1.4 with the same code).
+    """
     from .config import ModelArgs
     from .lm import LM
+    from .stream import Decoder
 
     mx.random.seed(0)
     lm = LM(ModelArgs.from_dict(config).lm)
     lm.set_dtype(mx.bfloat16)
     mx.eval(lm.parameters())
-    ms = time_lm_steps(lm, 1, total, warmup=0)
-    out = {}
-    for point in around:
-        lo = max(0, min(point - width // 2, total - width))
-        out[point] = statistics.median(ms[lo : lo + width])
+    rng = np.random.default_rng(0)
+    codes = mx.array(rng.integers(0, lm.args.codebook_vocab_size - 1, (256, lm.args.num_codebooks)))
+
+    def step(decoder: Decoder) -> float:
+        t0 = time.perf_counter()
+        decoder.step(codes[decoder.step_index % 256] if decoder.step_index else None)
+        mx.eval(decoder._pending)
+        return (time.perf_counter() - t0) * 1e3
+
+    decoders = [Decoder(lm, ["is"]) for _ in around]
+    for decoder, point in zip(decoders, around):
+        for _ in range(max(0, min(point - width // 2, total - width))):
+            step(decoder)
+    ms = {point: [] for point in around}
+    for _ in range(width):
+        for decoder, point in zip(decoders, around):
+            ms[point].append(step(decoder))
+    out = {point: statistics.median(v) for point, v in ms.items()}
     a, b = around
-    return {"ms_per_step": out, "ratio": out[b] / out[a], "steps": total, "window": lm.args.sliding_window}
+    return {
+        "ms_per_step": out,
+        "ratio": out[b] / out[a],
+        "steps": decoders[-1].step_index,
+        "window": lm.args.sliding_window,
+    }
 
 
 # ------------------------------------------------------------------------------------------

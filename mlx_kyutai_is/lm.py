@@ -18,7 +18,9 @@ from .config import LmArgs
 
 # The elementwise tails below are compiled (as mlx-lm's `swiglu`): each fuses its casts and
 # arithmetic into one kernel, which on a GPU is what a one-token step mostly pays for (launches).
-# The dtype steps are kept, so results are those of the uncompiled code.
+# The dtype steps are kept, so results are those of the uncompiled code. Only the same-shape
+# elementwise `silu_gate` is shapeless; the norm and the reduction compile per shape, as a
+# precaution (mimi.py: a shapeless graph with a reduction went wrong when reused across shapes).
 
 
 @partial(mx.compile, shapeless=True)
@@ -31,14 +33,14 @@ def silu_gate(gate: mx.array, value: mx.array) -> mx.array:
 def rms_norm_f32(eps: float):
     """RMSNorm in float32, cast back (compiled once per eps)."""
 
-    @partial(mx.compile, shapeless=True)
+    @mx.compile
     def norm(x: mx.array, weight: mx.array) -> mx.array:
         return mx.fast.rms_norm(x.astype(mx.float32), weight.astype(mx.float32), eps).astype(x.dtype)
 
     return norm
 
 
-@partial(mx.compile, shapeless=True)
+@mx.compile
 def sum_embeddings(e: mx.array) -> mx.array:
     # Summed in float32 and rounded once, as torch sums bf16.
     return e.astype(mx.float32).sum(axis=2).astype(e.dtype)

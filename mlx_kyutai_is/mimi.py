@@ -15,6 +15,7 @@ weights (out, in, kernel) are transposed to MLX's (out, kernel, in) in `sanitize
 """
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -23,9 +24,31 @@ import numpy as np
 from .config import MimiArgs
 
 
+# Small elementwise pieces are compiled (one fused kernel each instead of 2-4): a streaming
+# frame is hundreds of tiny ops, and on a GPU their launches, not the arithmetic, set its time.
+# The operations and dtypes are unchanged, so the codes are too. Only the unary `elu` is
+# shapeless: `nearest_codeword` compiled shapeless (matmul, argmin, gather) gave wrong codes once
+# reused for another shape (MLX 0.32.4, caught by test_mimi), so it and, as a precaution, the
+# broadcasting `scaled_residual` recompile per shape (a handful: 1 frame, 12-13 per 1 s chunk).
+
+
+@partial(mx.compile, shapeless=True)
 def elu(x: mx.array) -> mx.array:
     # expm1 as torch's vectorised ELU: exp(x) - 1 loses digits near 0.
     return mx.where(x > 0, x, mx.expm1(mx.minimum(x, 0)))
+
+
+@mx.compile
+def scaled_residual(x: mx.array, scale: mx.array, y: mx.array) -> mx.array:
+    return x + scale * y
+
+
+@mx.compile
+def nearest_codeword(residual: mx.array, emb: mx.array, emb_sq: mx.array) -> tuple[mx.array, mx.array]:
+    """One residual-quantizer stage: the nearest codeword of each row and the new residual."""
+    # argmin |x - e|^2 = argmin |e|^2 - 2 x.e (|x|^2 is the same for every codeword).
+    codes = mx.argmin(emb_sq - 2 * (residual @ emb.T), axis=-1).astype(mx.int32)
+    return codes, residual - emb[codes]
 
 
 class ELU(nn.Module):
@@ -197,8 +220,9 @@ class TransformerLayer(nn.Module):
         self.mlp_layer_scale = LayerScale(args.hidden_size, args.layer_scale_initial_scale)
 
     def __call__(self, x, cache, mask):
-        x = x + self.self_attn_layer_scale(self.self_attn(self.input_layernorm(x), cache, mask))
-        return x + self.mlp_layer_scale(self.mlp(self.post_attention_layernorm(x)))
+        # x + layer_scale(f(x)), fused.
+        x = scaled_residual(x, self.self_attn_layer_scale.scale, self.self_attn(self.input_layernorm(x), cache, mask))
+        return scaled_residual(x, self.mlp_layer_scale.scale, self.mlp(self.post_attention_layernorm(x)))
 
 
 class WindowKVCache:
@@ -248,7 +272,7 @@ class EncoderTransformer(nn.Module):
 
 
 class EuclideanCodebook(nn.Module):
-    """Codewords `embed_sum / clamp(cluster_usage, 1e-5)`; nearest by Euclidean distance.
+    """Codewords `embed_sum / clamp(cluster_usage, 1e-5)`, searched by `nearest_codeword`.
 
     The codewords and their squared norms are derived tensors under `_` names (left out of
     `parameters()`), rebuilt whenever the parameter arrays are replaced, whichever way that
@@ -276,13 +300,6 @@ class EuclideanCodebook(nn.Module):
             self._derived_from = src
         return self._embed, self._embed_sq
 
-    def encode(self, x: mx.array) -> tuple[mx.array, mx.array]:
-        """x (N, dim) -> (codes (N,) int32, chosen codewords (N, dim))."""
-        emb, emb_sq = self.codewords()
-        # argmin |x - e|^2 = argmin |e|^2 - 2 x.e (|x|^2 is the same for every codeword).
-        codes = mx.argmin(emb_sq - 2 * (x @ emb.T), axis=-1).astype(mx.int32)
-        return codes, emb[codes]
-
 
 class VectorQuantization(nn.Module):
     def __init__(self, args: MimiArgs):
@@ -303,8 +320,7 @@ class ResidualVectorQuantizer(nn.Module):
         residual = self.input_proj(x) if "input_proj" in self else x
         codes = []
         for layer in self.layers:
-            c, q = layer.codebook.encode(residual)
-            residual = residual - q
+            c, residual = nearest_codeword(residual, *layer.codebook.codewords())
             codes.append(c)
         return mx.stack(codes, axis=-1)
 
