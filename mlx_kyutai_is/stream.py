@@ -25,6 +25,7 @@ it: the processor's `audio_delay_seconds` is the base model's right padding, not
 """
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 
 import mlx.core as mx
@@ -237,7 +238,12 @@ class Stream:
         self._frames_read = 0  # Mimi frames the LM has read
         self._steps = 0
         self.recoveries: list[tuple[float, str]] = []
-        self.assemblers = {t: WordAssembler(self.tokenizer, t, self._time_of_step) for t in self.tasks}
+        # The assemblers date words through a weak reference: a bound method would make a cycle,
+        # and a dropped stream (with its KV caches, ~100 MB at full size) would wait for the GC.
+        this = weakref.ref(self)
+        self.assemblers = {
+            t: WordAssembler(self.tokenizer, t, lambda step: this()._time_of_step(step)) for t in self.tasks
+        }
         if self.watchdog is not None:
             self.watchdog.reset()
 
