@@ -17,13 +17,17 @@ Figures (one table, or `--json`):
   divided by the best memory bandwidth measured here; ``x floor`` is the step over that.
 - Mimi: streaming encode of one 80 ms frame (float32, all precisions share it).
 - stream step: `Stream.feed` of one frame (Mimi + LM + word assembly), RTF = step / 80 ms.
-- offline RTF: `STT.transcribe` of N s of audio (Mimi on 10 s blocks, then one LM step per frame).
+- offline RTF: `STT.transcribe` of N s of audio (Mimi on 1 s chunks, one LM step per frame);
+  skipped, and said so, where it would take longer than `--max-offline-minutes`.
 - load: `load()` of the converted directory, weights evaluated; peak: MLX's peak memory while
   loading and running that precision.
 - reference: transformers (torch) on the same checkpoint in bf16: its LM step through its own
   cache, and the model card's recipe (`generate`) per step and as RTF. moshi_mlx, where installed:
   its LM step on the same MLX backend, same architecture and dtype (its own random weights).
-- cost over length: a tiny model's ms/step around step 400 and around step 10 000.
+- cost over length: a tiny model's ms/step around step 400 and around step 10 000, the two
+  streams stepped in alternation.
+
+On the CPU, `load()` keeps quantized scales in float32 (see `utils.adapt_to_device`).
 """
 
 import argparse
@@ -239,7 +243,9 @@ def time_mimi_frames(mimi, frames: int, warmup: int, budget_s: float | None = No
     state = mimi.make_state(1)
     n = mimi.frame_size
     audio = mx.array(test_audio((frames + warmup) * n / SAMPLE_RATE))
-    return _repeat(lambda i: mx.eval(mimi.encode_step(audio[None, i * n : (i + 1) * n], state)), frames, warmup, budget_s)
+    return _repeat(
+        lambda i: mx.eval(mimi.encode_step(audio[None, i * n : (i + 1) * n], state)), frames, warmup, budget_s
+    )
 
 
 def time_stream_frames(stt, task: str, frames: int, warmup: int, budget_s: float | None = None) -> list[float]:
@@ -269,11 +275,9 @@ def memory_bandwidth(nbytes: int = 2**30, repeats: int = 5) -> dict:
         "mlx_sum": nbytes / min(_time(lambda: mx.eval(a.sum())) for _ in range(repeats)) / 1e9,
         "mlx_copy": 2 * nbytes / min(_time(lambda: mx.eval(a + 1)) for _ in range(repeats)) / 1e9,
     }
-    del a
     if mx.default_device().type == mx.cpu:
         b = np.ones(n, np.float32)
         gbs["numpy_sum"] = nbytes / min(_time(lambda: b.sum()) for _ in range(repeats)) / 1e9
-        del b
     return {**gbs, "best": max(gbs.values()), "mb": _mb(nbytes)}
 
 
@@ -383,7 +387,8 @@ def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: i
     with torch.no_grad():
         for batch in batches:
             cache = DynamicCache(config=cfg)
-            ids = torch.randint(0, cfg.codebook_vocab_size - 1, (warmup + steps, batch, 1, 1 + cfg.num_codebooks), generator=g)
+            shape = (warmup + steps, batch, 1, 1 + cfg.num_codebooks)
+            ids = torch.randint(0, cfg.codebook_vocab_size - 1, shape, generator=g)
             ids[..., 0] = torch.randint(4, cfg.vocab_size - 1, ids.shape[:-1], generator=g)
             ids[0, ..., 0], ids[0, ..., 1:] = cfg.bos_token_id, cfg.audio_bos_token_id
             ids = ids.to(device)
@@ -395,16 +400,24 @@ def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: i
             out["lm_step"][batch] = _stats(ms)
 
     if offline_s > 0:
-        fe = KyutaiSpeechToTextFeatureExtractor.from_pretrained(ckpt) if (ckpt / "preprocessor_config.json").exists() else KyutaiSpeechToTextFeatureExtractor()
+        fe = KyutaiSpeechToTextFeatureExtractor()
+        if (ckpt / "preprocessor_config.json").exists():
+            fe = KyutaiSpeechToTextFeatureExtractor.from_pretrained(ckpt)
         audio = np.concatenate([test_audio(offline_s), np.zeros(5 * SAMPLE_RATE, np.float32)])
         t0 = time.perf_counter()
         inputs = fe(audio, sampling_rate=SAMPLE_RATE, return_tensors="pt").to(device)
         with torch.no_grad():
-            seq = model.generate(**inputs, logits_processor=[force_prefix(TASK_PREFIXES["is"], pad_token_id=cfg.pad_token_id)])
+            force = force_prefix(TASK_PREFIXES["is"], pad_token_id=cfg.pad_token_id)
+            seq = model.generate(**inputs, logits_processor=[force])
         elapsed = time.perf_counter() - t0
         n = seq.shape[1] - 1
-        out["recipe"] = {"audio_s": offline_s, "elapsed_s": elapsed, "rtf": elapsed / offline_s, "steps": n, "ms_per_step": elapsed / n * 1e3}
-    del model
+        out["recipe"] = {
+            "audio_s": offline_s,
+            "elapsed_s": elapsed,
+            "rtf": elapsed / offline_s,
+            "steps": n,
+            "ms_per_step": elapsed / n * 1e3,
+        }
     return out
 
 
@@ -600,7 +613,8 @@ def _ratios(r: dict) -> None:
             out[f"lm_step_vs_transformers_b{b}"] = row["lm_step_ms"]["median"] / ref["lm_step"][b]["median"]
         if "recipe" in ref and "rtf" in ours.get("offline", {}):
             out["offline_rtf_vs_recipe"] = ours["offline"]["rtf"] / ref["recipe"]["rtf"]
-            out["stream_step_vs_recipe_step"] = ours["batch"][1]["stream_step_ms"]["median"] / ref["recipe"]["ms_per_step"]
+            step = ours["batch"][1]["stream_step_ms"]["median"]
+            out["stream_step_vs_recipe_step"] = step / ref["recipe"]["ms_per_step"]
     if r.get("moshi_mlx"):
         out["lm_step_vs_moshi_mlx"] = ours["batch"][1]["lm_step_ms"]["median"] / r["moshi_mlx"]["lm_step"]["median"]
     r["ratios"] = out
@@ -620,8 +634,10 @@ def _log(msg: str) -> None:
 
 def format_table(r: dict) -> str:
     lines = [
-        f"mlx-kyutai-is {r['package']} bench — {r['model']} — {r['date']} — {r['machine']} — mlx {r['mlx']} ({r['device']})",
-        f"memory bandwidth (best over {r['bandwidth_gbs']['mb']:.0f} MB of float32): {r['bandwidth_gbs']['best']:.1f} GB/s ("
+        f"mlx-kyutai-is {r['package']} bench — {r['model']} — {r['date']} — {r['machine']} — "
+        f"mlx {r['mlx']} ({r['device']})",
+        f"memory bandwidth (best over {r['bandwidth_gbs']['mb']:.0f} MB of float32): "
+        f"{r['bandwidth_gbs']['best']:.1f} GB/s ("
         + ", ".join(f"{k} {v:.1f}" for k, v in r["bandwidth_gbs"].items() if k not in ("best", "mb"))
         + ")",
         f"Mimi streaming encode: {r['mimi_frame_ms']['median']:.1f} ms per 80 ms frame "
@@ -649,13 +665,17 @@ def format_table(r: dict) -> str:
         if "recipe" in ref:
             rc = ref["recipe"]
             lines.append(
-                f"  model card recipe (generate) on {rc['audio_s']:g} s: {rc['ms_per_step']:.1f} ms per step, RTF {rc['rtf']:.2f}"
+                f"  model card recipe (generate) on {rc['audio_s']:g} s: {rc['ms_per_step']:.1f} ms per step, "
+                f"RTF {rc['rtf']:.2f}"
             )
     else:
         lines += ["", "transformers reference: not run (install the test extra: pip install -e '.[test]')"]
     mm = r.get("moshi_mlx")
     if mm:
-        lines.append(f"moshi_mlx {mm['version']} (same backend, same architecture, bf16): LM step {mm['lm_step']['median']:.1f} ms")
+        lines.append(
+            f"moshi_mlx {mm['version']} (same backend, same architecture, bf16): "
+            f"LM step {mm['lm_step']['median']:.1f} ms"
+        )
     else:
         lines.append("moshi_mlx: not installed (pip install --no-deps moshi_mlx to compare)")
     if r["ratios"]:
