@@ -212,22 +212,31 @@ def _repeat(one, steps: int, warmup: int, budget_s: float | None = None) -> list
     return ms[warmup:]
 
 
+def random_codes(lm, n: int, seed: int = 0) -> mx.array:
+    """(n, num_codebooks) random audio codes for timing LM steps (values do not change the cost)."""
+    rng = np.random.default_rng(seed)
+    codes = mx.array(rng.integers(0, lm.args.codebook_vocab_size - 1, (n, lm.args.num_codebooks)))
+    mx.eval(codes)
+    return codes
+
+
+def decode_step(decoder, codes: mx.array) -> None:
+    """One synced streaming step of `decoder` (`stream.Decoder`): BOS at step 0, then a row of
+    `codes` per step, evaluated and the chosen tokens read back, as the stream does."""
+    t = decoder.step_index
+    token = decoder.step(codes[t % codes.shape[0]] if t else None)
+    mx.eval(decoder._pending)
+    token.tolist()
+
+
 def time_lm_steps(lm, batch: int, steps: int, warmup: int, budget_s: float | None = None, seed: int = 0) -> list[float]:
     """ms of each synced decoding step (`stream.Decoder`, the streaming code path) on random codes."""
     from .stream import Decoder
 
     tasks = ["is", "en"][:batch] if batch <= 2 else ["is"] * batch
     decoder = Decoder(lm, tasks)
-    rng = np.random.default_rng(seed)
-    codes = mx.array(rng.integers(0, lm.args.codebook_vocab_size - 1, (warmup + steps, lm.args.num_codebooks)))
-    mx.eval(codes)
-
-    def one(i):
-        token = decoder.step(codes[i] if i else None)
-        mx.eval(decoder._pending)
-        token.tolist()
-
-    return _repeat(one, steps, warmup, budget_s)
+    codes = random_codes(lm, warmup + steps, seed)
+    return _repeat(lambda i: decode_step(decoder, codes), steps, warmup, budget_s)
 
 
 def test_audio(seconds: float, seed: int = 0) -> np.ndarray:
@@ -316,13 +325,11 @@ def time_over_length(config: dict, total: int, around: tuple[int, int], width: i
     lm = LM(ModelArgs.from_dict(config).lm)
     lm.set_dtype(mx.bfloat16)
     mx.eval(lm.parameters())
-    rng = np.random.default_rng(0)
-    codes = mx.array(rng.integers(0, lm.args.codebook_vocab_size - 1, (256, lm.args.num_codebooks)))
+    codes = random_codes(lm, 256)
 
     def step(decoder: Decoder) -> float:
         t0 = time.perf_counter()
-        decoder.step(codes[decoder.step_index % 256] if decoder.step_index else None)
-        mx.eval(decoder._pending)
+        decode_step(decoder, codes)
         return (time.perf_counter() - t0) * 1e3
 
     decoders = [Decoder(lm, ["is"]) for _ in around]

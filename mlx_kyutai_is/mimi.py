@@ -201,12 +201,11 @@ class MLP(nn.Module):
 
 
 class LayerScale(nn.Module):
+    """Holds the per-channel `scale` under transformers' name; applied by `scaled_residual`."""
+
     def __init__(self, dims: int, init: float):
         super().__init__()
         self.scale = mx.full((dims,), init)
-
-    def __call__(self, x):
-        return self.scale * x
 
 
 class TransformerLayer(nn.Module):
