@@ -19,6 +19,8 @@ PROG = "mlx-kyutai-is"
 TASKS = ("is", "en", "both")
 FORMATS = ("txt", "srt", "vtt", "json", "all")
 DEBUG_ENV = "MLX_KYUTAI_IS_DEBUG"
+# Commands that own their argument parsing: mlx_kyutai_is.<name>.main(argv).
+DELEGATED = ("convert", "bench", "serve", "eval")
 
 DESCRIPTION = """\
 Streaming Icelandic speech recognition and Icelandic -> English speech translation with
@@ -185,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     # delegated ------------------------------------------------------------------------------
     sub.add_parser("convert", help="convert a Hugging Face checkpoint to MLX, optionally quantized", add_help=False)
     sub.add_parser("bench", help="measure speed: ms per step and real-time factor", add_help=False)
+    sub.add_parser("serve", help="OpenAI-compatible speech server with live captions in the browser", add_help=False)
+    sub.add_parser("eval", help="WER/CER and BLEU/chrF on a manifest (reproduce the model card)", add_help=False)
     return parser
 
 
@@ -313,7 +317,7 @@ def cmd_mic(args) -> int:
 
 
 def _delegate(command: str, argv: list[str]) -> int:
-    """`convert` and `bench` own their argument parsing (mlx_lm style)."""
+    """`convert`, `bench`, `serve` and `eval` own their argument parsing (mlx_lm style)."""
     import importlib
 
     try:
@@ -377,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     if not debug:
         _one_line_warnings()
     try:
-        if argv and argv[0] in ("convert", "bench"):
+        if argv and argv[0] in DELEGATED:
             return _delegate(argv[0], argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
