@@ -149,7 +149,8 @@ def _check_quantization(q, source) -> dict:
     if not isinstance(q, dict):
         raise ModelLoadError(f"{source}: quantization must be an object with bits and group_size, got {q!r}")
     bits, group_size = q.get("bits"), q.get("group_size")
-    if bits not in (2, 3, 4, 5, 6, 8) or not isinstance(group_size, int) or group_size not in (32, 64, 128):
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (bits, group_size))  # not 4.0, not true
+    if not ints or bits not in (2, 3, 4, 5, 6, 8) or group_size not in (32, 64, 128):
         raise ModelLoadError(
             f"{source}: unsupported quantization bits={bits!r}, group_size={group_size!r} "
             "(bits 2, 3, 4, 5, 6 or 8; group_size 32, 64 or 128)"

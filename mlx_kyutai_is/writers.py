@@ -1,17 +1,22 @@
-# Copyright © 2025 mlx-kyutai-is contributors
-
+# Copyright © 2026 mlx-kyutai-is contributors
 """Transcript writers: txt, srt, vtt, json (as mlx_whisper/writers.py).
 
 A writer takes a `Transcript` (or, for ``task="both"``, a ``dict[task, Transcript]``) and an
 output name, and writes ``out_dir/name.ext`` (bilingual: ``name.is.ext`` and ``name.en.ext``).
 Subtitle cues are built from the word timestamps the stream gives.
+
+Every file is written atomically (`atomic.atomic_open`): a kill, a full disk or an error leaves the
+previous file or none, never a truncated one. A file that cannot be written does not stop the
+others; the writer then raises `WriteError` naming it.
 """
 
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
+
+from .atomic import atomic_open
 
 FORMATS = ("txt", "srt", "vtt", "json")
 
@@ -51,6 +56,7 @@ def build_cues(
     max_line_count: int = 2,
     max_duration: float = 6.0,
     max_gap: float = 1.0,
+    max_end: float | None = None,
 ) -> list[Cue]:
     """Group words into subtitle cues.
 
@@ -62,6 +68,9 @@ def build_cues(
     ----------
     words : iterable of Word
         Objects with ``text``, ``start`` and ``end`` (seconds; ``end`` may be None).
+    max_end : float, optional
+        The audio's duration: no cue ends after it (the short display time given to instant
+        words would otherwise run past the end of the audio).
 
     Returns
     -------
@@ -102,13 +111,39 @@ def build_cues(
         prev_text = text
     close()
 
-    # Players skip empty cues: give instant words a short display time, never past the next cue.
+    # Players skip empty cues: give instant words a short display time, never past the next cue
+    # nor past the end of the audio.
+    end_of_audio = float("inf") if max_end is None else max(float(max_end), 0.001)
     for cue, nxt in zip(cues, cues[1:] + [None]):
-        limit = nxt.start if nxt is not None else float("inf")
+        limit = min(nxt.start if nxt is not None else float("inf"), end_of_audio)
         if cue.end <= cue.start:
             cue.end = min(cue.start + 0.5, max(limit, cue.start + 0.001))
         cue.end = max(min(cue.end, limit), cue.start + 0.001)
+        if cue.end > end_of_audio:  # a word dated at the very end: move its start back a little
+            cue.end = end_of_audio
+            cue.start = min(cue.start, cue.end - 0.001)
     return cues
+
+
+class WriteError(OSError):
+    """Some output files could not be written (the others were); `failed` lists
+    ``(path, OSError)``, `written` the paths that were."""
+
+    def __init__(self, failed: list, written: list):
+        self.failed, self.written = failed, written
+        path, err = failed[0]
+        more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+        super().__init__(err.errno, f"cannot write it ({err.strerror or err}){more}", str(path))
+
+    def __str__(self):
+        return f"{self.filename}: {self.strerror}"
+
+
+def _items(result, output_name: str) -> list:
+    """[(file stem, Transcript)]: ``name`` for one task, ``name.<task>`` for each of "both"."""
+    if isinstance(result, dict):
+        return [(f"{output_name}.{task}", t) for task, t in result.items()]
+    return [(output_name, result)]
 
 
 class ResultWriter:
@@ -120,18 +155,27 @@ class ResultWriter:
         self.output_dir = Path(output_dir)
         self.options = options
 
+    def paths(self, output_name: str, tasks=None) -> list[Path]:
+        """The files ``self(result, output_name)`` writes for a result of `tasks`
+        (None or one task: ``name.ext``; several: ``name.<task>.ext``)."""
+        tasks = list(tasks or [])
+        stems = [f"{output_name}.{t}" for t in tasks] if len(tasks) > 1 else [output_name]
+        return [self.output_dir / f"{stem}.{self.extension}" for stem in stems]
+
     def __call__(self, result, output_name: str) -> list[Path]:
-        if isinstance(result, dict):  # task="both": one file per task
-            items = [(f"{output_name}.{task}", t) for task, t in result.items()]
-        else:
-            items = [(output_name, result)]
-        paths = []
-        for name, transcript in items:
+        written, failed = [], []
+        for name, transcript in _items(result, output_name):
             path = self.output_dir / f"{name}.{self.extension}"
-            with path.open("w", encoding="utf-8") as f:
-                self.write_result(transcript, f)
-            paths.append(path)
-        return paths
+            try:
+                with atomic_open(path, "w", encoding="utf-8") as f:
+                    self.write_result(transcript, f)
+            except OSError as e:
+                failed.append((path, e))
+                continue
+            written.append(path)
+        if failed:
+            raise WriteError(failed, written)
+        return written
 
     def write_result(self, transcript, file: TextIO):
         raise NotImplementedError
@@ -151,7 +195,8 @@ class SubtitlesWriter(ResultWriter):
         words = list(transcript.words)
         if not words and transcript.text.strip():  # no word timings: one cue for the whole text
             return [Cue(0.0, max(float(transcript.duration or 0.0), 0.001), [transcript.text.strip()])]
-        return build_cues(words, **self.options)
+        duration = float(transcript.duration) if transcript.duration else None
+        return build_cues(words, **{"max_end": duration, **self.options})
 
     def timestamp(self, seconds: float) -> str:
         return format_timestamp(seconds, self.decimal_marker)
@@ -180,18 +225,22 @@ class WriteVTT(SubtitlesWriter):
 
 
 def transcript_to_dict(transcript) -> dict:
-    """The JSON form: text, task, duration, words (start/end/text) and token ids."""
+    """The JSON form: text, task, duration, words (start/end/text) and token ids; plus
+    ``"partial": true`` for the transcript of audio cut short (an interrupted run)."""
     words = []
     for w in transcript.words:
         start, end = _word_times(w)
         words.append({"start": round(start, 3), "end": round(end, 3), "text": w.text.strip()})
-    return {
+    d = {
         "text": transcript.text.strip(),
         "task": transcript.task,
         "duration": round(float(transcript.duration), 3),
         "words": words,
         "tokens": [int(t) for t in transcript.tokens],
     }
+    if getattr(transcript, "partial", False):
+        d["partial"] = True
+    return d
 
 
 class WriteJSON(ResultWriter):
@@ -205,7 +254,30 @@ class WriteJSON(ResultWriter):
 WRITERS = {"txt": WriteTXT, "srt": WriteSRT, "vtt": WriteVTT, "json": WriteJSON}
 
 
-def get_writer(output_format: str, output_dir: str | Path = ".", **options) -> Callable:
+class WriteAll:
+    """Every format at once (``-f all``); like a `ResultWriter`, it writes all it can and then
+    raises one `WriteError` for the files it could not."""
+
+    def __init__(self, writers: list[ResultWriter]):
+        self.writers = writers
+
+    def paths(self, output_name: str, tasks=None) -> list[Path]:
+        return [p for w in self.writers for p in w.paths(output_name, tasks)]
+
+    def __call__(self, result, output_name: str) -> list[Path]:
+        written, failed = [], []
+        for w in self.writers:
+            try:
+                written += w(result, output_name)
+            except WriteError as e:
+                written += e.written
+                failed += e.failed
+        if failed:
+            raise WriteError(failed, written)
+        return written
+
+
+def get_writer(output_format: str, output_dir: str | Path = ".", **options) -> "ResultWriter | WriteAll":
     """Return ``writer(result, output_name) -> list[Path]`` for txt, srt, vtt, json or all.
 
     Parameters
@@ -218,19 +290,42 @@ def get_writer(output_format: str, output_dir: str | Path = ".", **options) -> C
         Cue options for srt/vtt: ``max_line_width``, ``max_line_count``, ``max_duration``,
         ``max_gap`` (see `build_cues`).
 
+    Returns
+    -------
+    ResultWriter or WriteAll
+        Called as ``writer(result, name)``; ``writer.paths(name, tasks)`` lists the files it
+        would write. Raises `WriteError` (after writing every file it can) when some fail.
+
     Examples
     --------
     >>> get_writer("srt", "out")(stt.transcribe("a.wav"), "a")          # out/a.srt
     >>> get_writer("srt", "out")(stt.transcribe("a.wav", task="both"), "a")  # out/a.is.srt, out/a.en.srt
     """
     if output_format == "all":
-        writers = [get_writer(fmt, output_dir, **options) for fmt in FORMATS]
-
-        def write_all(result, output_name: str) -> list[Path]:
-            return [p for writer in writers for p in writer(result, output_name)]
-
-        return write_all
+        return WriteAll([get_writer(fmt, output_dir, **options) for fmt in FORMATS])
     if output_format not in WRITERS:
         raise ValueError(f"unknown output format {output_format!r}; choose from {', '.join(FORMATS)}, all")
     cls = WRITERS[output_format]
     return cls(output_dir, **(options if issubclass(cls, SubtitlesWriter) else {}))
+
+
+def is_complete(path: str | Path) -> bool:
+    """True if `path` is a whole output of these writers, not one cut short: it exists and ends
+    with the newline every writer ends with (an srt without cues is empty); a .json parses and
+    is not marked ``partial`` (what `--skip-existing` trusts)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if not data.endswith(b"\n"):
+        return path.suffix == ".srt" and not data  # an srt without cues is empty
+    if path.suffix == ".json":
+        try:
+            d = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            return False
+        return isinstance(d, dict) and "text" in d and not d.get("partial", False)
+    if path.suffix == ".vtt":
+        return data.startswith(b"WEBVTT")
+    return True
