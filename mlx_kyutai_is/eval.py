@@ -1,0 +1,528 @@
+# Copyright © 2026 mlx-kyutai-is contributors
+"""`mlx-kyutai-is eval`: WER/CER and BLEU/chrF of one or more models on a manifest, as the model
+card's table (and what q8 and q4 cost beside it):
+
+    mlx-kyutai-is eval samromur100.jsonl --task both --quantize 8,4 -o report.json
+
+Each model (``--model A B ...``, and ``--quantize 8,4``: the first model quantized on load) runs
+every utterance on the batched engine and gets a row; rows after the first show their difference
+to it. ``--reference transformers`` also runs the model card's transformers recipe on the first
+model's Hugging Face checkpoint and reports its figures and the per-utterance token agreement.
+
+Report (``-o``; written atomically)::
+
+    {"task": "is", "n": 100,              # n: utterances scored (in every row)
+     "models": [{"model": "<label>",
+                 "raw": {"wer": 13.4, "cer": 5.1}, "normalised": {"wer": 11.2, "cer": 4.2},
+                 "utterances": [{"audio": "clips/a.wav", "reference": "...", "hypothesis": "..."}]}]}
+
+Metric keys: ``wer``, ``cer`` for ``is``; ``bleu``, ``chrf`` for ``en``; ``--task both`` puts
+all four in ``raw``/``normalised`` and makes ``reference`` and ``hypothesis`` ``{"is": ..,
+"en": ..}`` objects. Every figure is on a 0-100 scale (see `metrics`). An utterance that failed
+has ``"hypothesis": null`` and an ``"error"``; it is left out of the figures of every row, so the
+rows compare the same set. The recipe's row has the same keys plus ``"agreement"`` (overall, and
+per utterance): the share of free-running steps (after the 4 prefix and 12 pad steps, forced on
+both sides) where it chose the same token as the first row.
+"""
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .transcribe import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
+
+PROG = "mlx-kyutai-is eval"
+DEBUG_ENV = "MLX_KYUTAI_IS_DEBUG"
+TASKS = ("is", "en", "both")
+DTYPES = ("float32", "bfloat16", "float16")
+# The model card's figures (bf16, 100 clips of a filtered subset of the Samrómur test split).
+CARD = {"is": ("WER", 13.43, 11.22), "en": ("BLEU", 37.79, 38.91)}
+METRIC_NAMES = {"wer": "WER", "cer": "CER", "bleu": "BLEU", "chrf": "chrF"}
+
+
+class EvalError(ValueError):
+    """A problem with the command's inputs; printed as one line."""
+
+
+@dataclass
+class ModelSpec:
+    """One row: `label` as shown, the model to `load()` and its on-load quantization."""
+
+    label: str
+    path: str
+    quantize: int | None = None
+
+
+def model_specs(models: list[str], quantize: list[int]) -> list[ModelSpec]:
+    """A row per `--model`, then one per `--quantize` bits of the first model."""
+    specs = [ModelSpec(m, m) for m in models]
+    specs += [ModelSpec(f"{models[0]} q{bits}", models[0], bits) for bits in quantize]
+    return specs
+
+
+# --------------------------------------------------------------------------------------------
+# Running
+
+
+def transcribe_all(stt, paths: list[Path], task: str, batch_size: int):
+    """Yield ``(position, result, error)`` for each of `paths`, in completion order, from the
+    batched engine: the `Transcript` (dict for "both") or the exception that input raised (one
+    bad file is reported and counted; the others go on)."""
+    for item in stt.transcribe_iter([str(p) for p in paths], task=task, batch_size=batch_size):
+        yield item.index, item.result, item.error
+
+
+def _message(e: BaseException, audio: str) -> str:
+    lines = str(e).strip().splitlines()
+    msg = lines[0] if lines else type(e).__name__
+    if isinstance(e, OSError) and e.filename is not None:
+        msg = f"{e.filename}: {e.strerror or msg}"
+    return msg if audio in msg or str(Path(audio).name) in msg else f"{audio}: {msg}"
+
+
+class _Console:
+    """One-line messages on stderr that do not break a progress bar drawn there."""
+
+    def __init__(self, progress: bool):
+        self.progress = progress
+
+    def bar(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        # disable=None: drawn only on a terminal
+        return tqdm(total=total, unit="utt", desc=desc, file=sys.stderr, leave=False,
+                    disable=None if self.progress else True)
+
+    def warn(self, msg: str):
+        from tqdm import tqdm
+
+        tqdm.write(f"{PROG}: {msg}", file=sys.stderr)
+
+
+def _per_task(tasks: list[str], values: dict):
+    """A task's value alone for one task, the {task: value} dict for "both"."""
+    return values[tasks[0]] if len(tasks) == 1 else {t: values[t] for t in tasks}
+
+
+def _texts(result, tasks: list[str]) -> dict[str, str]:
+    if len(tasks) == 1 and not isinstance(result, dict):
+        return {tasks[0]: result.text}
+    return {t: result[t].text for t in tasks}
+
+
+def _tokens(result, tasks: list[str]) -> dict[str, list[int]]:
+    if len(tasks) == 1 and not isinstance(result, dict):
+        return {tasks[0]: list(result.tokens)}
+    return {t: list(result[t].tokens) for t in tasks}
+
+
+def evaluate(
+    utterances,
+    task: str,
+    specs: list[ModelSpec],
+    *,
+    dtype: str | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    reference: str | None = None,
+    progress: bool = True,
+    console: "_Console | None" = None,
+) -> dict:
+    """Run every model on every utterance and score them.
+
+    Parameters
+    ----------
+    utterances : list of manifest.Utterance
+    task : {"is", "en", "both"}
+    specs : list of ModelSpec
+        One row each; the first is the baseline of the deltas and of the token agreement.
+    dtype : str, optional
+        Compute type of the LM ("float32" for exact parity with the float32 recipe).
+    batch_size : int
+        Utterances decoded together on the batched engine.
+    reference : {"transformers"}, optional
+        Also run the model card's transformers recipe on the first model's checkpoint.
+    progress : bool
+        A progress bar over utterances on stderr (on a terminal).
+
+    Returns
+    -------
+    dict
+        The report (see the module docstring), with the per-utterance token lists of the first
+        row and of the recipe left out.
+    """
+    import mlx.core as mx
+
+    from . import load
+    from .audio import audio_duration
+    from .metrics import corpus_scores
+    from .decoding import task_list
+    from .utils import resolve_model_path
+
+    tasks = task_list(task)
+    console = console or _Console(progress)
+    n = len(utterances)
+    failed: dict[int, str] = {}
+
+    # Everything that can fail before any model runs: model paths (a hub id is downloaded
+    # here), the reference's requirements, every audio header.
+    paths = {s.path: resolve_model_path(s.path) for s in specs}
+    recipe_ckpt = None
+    if reference == "transformers":
+        from .reference import EXTRA, RecipeError, check_checkpoint
+
+        try:  # needed later anyway; fail before the models run, not after
+            import torch  # noqa: F401
+            import transformers  # noqa: F401
+        except ImportError as e:
+            raise RecipeError(f"--reference transformers {EXTRA} ({e})") from None
+        recipe_ckpt = paths[specs[0].path]
+        check_checkpoint(recipe_ckpt)
+    elif reference is not None:
+        raise EvalError(f"unknown reference {reference!r} (choose: transformers)")
+    for i, u in enumerate(utterances):
+        try:
+            audio_duration(u.path)
+        except Exception as e:
+            failed[i] = _message(e, u.audio)
+            console.warn(f"error: {failed[i]} (not scored)")
+
+    runnable = [i for i in range(n) if i not in failed]
+    rows = []
+    for spec in specs:
+        stt = load(str(paths[spec.path]), quantize=spec.quantize, dtype=dtype)
+        hyps: dict[int, dict[str, str]] = {}
+        tokens: dict[int, dict[str, list[int]]] = {}
+        errors: dict[int, str] = {}
+        with console.bar(len(runnable), spec.label) as bar:
+            for pos, result, error in transcribe_all(stt, [utterances[i].path for i in runnable], task, batch_size):
+                i = runnable[pos]
+                if error is not None:
+                    errors[i] = _message(error, utterances[i].audio)
+                    console.warn(f"error: {spec.label}: {errors[i]} (not scored)")
+                else:
+                    hyps[i], tokens[i] = _texts(result, tasks), _tokens(result, tasks)
+                bar.update(1)
+        rows.append({"label": spec.label, "hyps": hyps, "tokens": tokens, "errors": errors})
+        del stt
+        mx.clear_cache()  # the next model's weights take the room
+
+    if recipe_ckpt is not None:
+        rows.append(_run_recipe(recipe_ckpt, utterances, runnable, tasks, dtype, console))
+
+    # Score the utterances every row decoded, so that the rows compare the same set.
+    scored = [i for i in runnable if all(i in r["hyps"] for r in rows)]
+    report_rows = []
+    for r in rows:
+        raw, norm = {}, {}
+        for t in tasks:
+            s = corpus_scores(t, [utterances[i].references[t] for i in scored], [r["hyps"][i][t] for i in scored])
+            raw.update(s["raw"])
+            norm.update(s["normalised"])
+        entries = []
+        for i, u in enumerate(utterances):
+            e = {"audio": u.audio, "reference": _per_task(tasks, u.references)}
+            if i in r["hyps"]:
+                e["hypothesis"] = _per_task(tasks, r["hyps"][i])
+            else:
+                e["hypothesis"] = None
+                e["error"] = failed.get(i) or r["errors"].get(i) or "not run: failed in another row"
+            entries.append(e)
+        row = {"model": r["label"], "raw": raw, "normalised": norm, "utterances": entries}
+        if "recipe" in r:
+            _add_agreement(row, r, rows[0], scored, tasks)
+        report_rows.append(row)
+    return {"task": task, "n": len(scored), "models": report_rows}
+
+
+def _run_recipe(ckpt: Path, utterances, runnable, tasks, dtype, console) -> dict:
+    from .audio import SAMPLE_RATE, load_audio
+    from .reference import TransformersRecipe
+
+    torch_dtype = dtype or "bfloat16"  # the card's; --dtype float32 for exact parity
+    recipe = TransformersRecipe(ckpt, dtype=torch_dtype)
+    label = f"transformers recipe ({torch_dtype})"
+    hyps, tokens, errors = {}, {}, {}
+    with console.bar(len(runnable), label) as bar:
+        for i in runnable:
+            try:
+                audio = load_audio(utterances[i].path, sr=SAMPLE_RATE)
+                out = {t: recipe(audio, t) for t in tasks}
+            except Exception as e:
+                errors[i] = _message(e, utterances[i].audio)
+                console.warn(f"error: {label}: {errors[i]} (not scored)")
+            else:
+                hyps[i] = {t: text for t, (_, text) in out.items()}
+                tokens[i] = {t: ids for t, (ids, _) in out.items()}
+            bar.update(1)
+    return {"label": label, "hyps": hyps, "tokens": tokens, "errors": errors, "recipe": str(ckpt)}
+
+
+def _add_agreement(row: dict, recipe: dict, base: dict, scored: list[int], tasks: list[str]) -> None:
+    from .reference import token_agreement
+    from .decoding import DEFAULT_PAD_STEPS, TASK_PREFIXES
+
+    totals = {t: [0, 0, 0] for t in tasks}  # same steps, steps, identical utterances
+    per_utt: dict[int, dict[str, float]] = {}
+    for i in scored:
+        per_utt[i] = {}
+        for t in tasks:
+            skip = len(TASK_PREFIXES[t]) + DEFAULT_PAD_STEPS
+            same, steps = token_agreement(base["tokens"][i][t], recipe["tokens"][i][t], skip=skip)
+            totals[t][0] += same
+            totals[t][1] += steps
+            totals[t][2] += base["tokens"][i][t] == recipe["tokens"][i][t]
+            per_utt[i][t] = 100.0 * same / steps if steps else 100.0
+    for i, e in enumerate(row["utterances"]):
+        if i in per_utt:
+            e["agreement"] = _per_task(tasks, per_utt[i])
+    row["agreement"] = _per_task(
+        tasks,
+        {
+            t: {
+                "model": base["label"],
+                "tokens": 100.0 * same / steps if steps else 100.0,
+                "steps": steps,
+                "identical": identical,
+                "n": len(scored),
+            }
+            for t, (same, steps, identical) in totals.items()
+        },
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+
+
+def _fmt(metric: str, v: float | None) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.2f} %" if metric in ("wer", "cer") else f"{v:.2f}"
+
+
+def format_table(report: dict) -> str:
+    """The card-style table for each task: a row per model, metrics raw and normalised, each
+    row after the first with its difference to the first (in the metric's units)."""
+    from .metrics import TASK_METRICS
+    from .decoding import task_list
+
+    tasks = task_list(report["task"])
+    total = len(report["models"][0]["utterances"]) if report["models"] else 0
+    lines = []
+    for t in tasks:
+        cols = [(m, form) for m in TASK_METRICS[t] for form in ("raw", "normalised")]
+        head = ["model"] + [f"{METRIC_NAMES[m]} {'raw' if form == 'raw' else 'norm.'}" for m, form in cols]
+        what = "transcription (is)" if t == "is" else "translation (en)"
+        lines.append(f"{what}: {report['n']} of {total} utterances scored")
+        lines.append("")
+        lines.append("| " + " | ".join(head) + " |")
+        lines.append("|" + "---|" * len(head))
+        first = report["models"][0] if report["models"] else None
+        for k, row in enumerate(report["models"]):
+            cells = [row["model"]]
+            for m, form in cols:
+                v = row[form].get(m)
+                cell = _fmt(m, v)
+                base = first[form].get(m)
+                if k > 0 and v is not None and base is not None:
+                    cell += f" ({v - base:+.2f})"
+                cells.append(cell)
+            lines.append("| " + " | ".join(cells) + " |")
+        name, raw, norm = CARD[t]
+        lines.append("")
+        m = name.lower()
+        lines.append(f"model card (bf16, 100 Samrómur test clips): {name} {_fmt(m, raw)} raw, {_fmt(m, norm)} normalised")
+        for row in report["models"]:
+            if "agreement" in row:
+                a = row["agreement"][t] if len(tasks) > 1 else row["agreement"]
+                lines.append(
+                    f"token agreement, {row['model']} vs {a['model']}: {a['tokens']:.2f} % of {a['steps']} "
+                    f"free-running steps; {a['identical']} of {a['n']} utterances identical"
+                )
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def to_json(report: dict) -> str:
+    return json.dumps(report, ensure_ascii=False, indent=2) + "\n"
+
+
+def to_csv(report: dict) -> str:
+    """One row per model, utterance and task: texts, error, and that utterance's metrics raw
+    and normalised (sentence-level BLEU/chrF); the recipe's rows add its token agreement."""
+    from .metrics import TASK_METRICS, utterance_scores
+    from .decoding import task_list
+
+    tasks = task_list(report["task"])
+    metrics = [m for t in tasks for m in TASK_METRICS[t]]
+    cols = ["model", "audio", "task", "reference", "hypothesis", "error"]
+    cols += [f"{m}_{form}" for m in metrics for form in ("raw", "normalised")]
+    agreement = any("agreement" in row for row in report["models"])
+    if agreement:
+        cols.append("token_agreement")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w.writeheader()
+    for row in report["models"]:
+        for e in row["utterances"]:
+            for t in tasks:
+                pick = (lambda v: v) if len(tasks) == 1 else (lambda v: None if v is None else v[t])
+                ref, hyp = pick(e["reference"]), pick(e["hypothesis"])
+                out = {"model": row["model"], "audio": e["audio"], "task": t, "reference": ref}
+                out["hypothesis"] = "" if hyp is None else hyp
+                out["error"] = e.get("error", "")
+                if hyp is not None:
+                    for form, scores in utterance_scores(t, ref, hyp).items():
+                        for m, v in scores.items():
+                            out[f"{m}_{form}"] = "" if v is None else f"{v:.2f}"
+                if "agreement" in e:
+                    out["token_agreement"] = f"{pick(e['agreement']):.2f}"
+                w.writerow(out)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Command line
+
+
+def _quantize_list(s: str) -> list[int]:
+    bits = []
+    for part in s.split(","):
+        part = part.strip()
+        if part not in ("4", "8"):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list of 4 and 8, got {s!r}")
+        bits.append(int(part))
+    return bits
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {s!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
+    return v
+
+
+def configure_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Word and character error rate (Icelandic transcript) and BLEU/chrF (English "
+        "translation) of one or more models on a manifest, raw and normalised as the model card "
+        "reports them, with a row per model and its difference to the first.",
+        epilog="manifest: .jsonl, .csv or .tsv with fields audio (relative to the manifest), text "
+        "(is) and translation (en).\n\nexamples:\n"
+        "  mlx-kyutai-is eval test.jsonl --task both\n"
+        "  mlx-kyutai-is eval test.tsv --quantize 8,4 -o report.json --csv utterances.csv\n"
+        "  mlx-kyutai-is eval test.jsonl --model hf_dir --dtype float32 --reference transformers",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("manifest", help="JSONL, CSV or TSV file: audio, text and/or translation")
+    p.add_argument("--task", "-t", choices=TASKS, default="is", help="is: WER/CER; en: BLEU/chrF; both (default is)")
+    p.add_argument(
+        "--model",
+        "-m",
+        nargs="+",
+        default=[DEFAULT_MODEL],
+        metavar="M",
+        help=f"models to compare, a row each: hub ids or directories (default {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--quantize",
+        "-q",
+        type=_quantize_list,
+        default=[],
+        metavar="BITS",
+        help="extra rows: the first model quantized on load to these bits, e.g. 8,4",
+    )
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="LM compute type (default: as stored, bf16)")
+    p.add_argument(
+        "--batch-size", "-b", type=_positive_int, default=DEFAULT_BATCH_SIZE, metavar="N",
+        help=f"utterances decoded together (default {DEFAULT_BATCH_SIZE})",
+    )
+    p.add_argument("--limit", type=_positive_int, default=None, metavar="N", help="only the first N entries")
+    p.add_argument("--output", "-o", default=None, metavar="FILE", help="write the JSON report here")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write per-utterance texts and metrics here")
+    p.add_argument(
+        "--reference",
+        choices=("transformers",),
+        default=None,
+        help="also run the model card's transformers recipe on the first model's Hugging Face "
+        "checkpoint (needs the test extra): its figures and the token agreement",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _check_output(path: str | None, flag: str) -> None:
+    """Before any model runs: the output's directory exists (made if needed) and is writable."""
+    from .atomic import check_writable_dir
+
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise EvalError(f"{flag} {path}: is a directory")
+    check_writable_dir(Path(path).expanduser().parent)
+
+
+def run(args) -> int:
+    from .atomic import atomic_write
+    from .manifest import read_manifest
+    from .decoding import task_list
+
+    _check_output(args.output, "-o")
+    _check_output(args.csv, "--csv")
+    utterances = read_manifest(args.manifest, task_list(args.task))
+    if args.limit is not None:
+        utterances = utterances[: args.limit]
+    console = _Console(not args.no_progress)
+    report = evaluate(
+        utterances,
+        args.task,
+        model_specs(args.model, args.quantize),
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        reference=args.reference,
+        console=console,
+    )
+    if args.output:  # atomic: a reader never sees half a report, an interrupted run leaves the old one
+        atomic_write(args.output, to_json(report))
+    if args.csv:
+        atomic_write(args.csv, to_csv(report))
+    print(format_table(report), end="", flush=True)
+    failed = len(utterances) - report["n"]
+    if failed:
+        console.warn(f"warning: {failed} of {len(utterances)} utterances failed and are left out of every row")
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry; returns the exit status (errors: one line on stderr, status 1; a
+    failed utterance is reported and counted, and makes the status 1 once the report is out)."""
+    parser = configure_parser()
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"{parser.prog}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        msg = (str(e).strip().splitlines() or [""])[0]
+        if not type(e).__module__.startswith("mlx_kyutai_is") and not isinstance(e, OSError):
+            msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+        elif isinstance(e, OSError) and e.filename is not None:
+            msg = f"{e.filename}: {e.strerror or msg}"
+        print(f"{parser.prog}: error: {msg}", file=sys.stderr, flush=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
