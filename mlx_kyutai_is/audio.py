@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import stat
 import struct
 import sys
 import warnings
@@ -233,6 +234,25 @@ def _warn_truncated(name: str, promised: int, got: int):
 def _open_path(path) -> "_SndSource | _WavStreamSource":
     name = str(path)
     try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        regular = True  # the open below gives the message
+    if not regular and not os.path.isdir(path):  # a FIFO (`<(sox ...)`), a device: read once, like stdin
+        try:
+            fh = open(path, "rb")
+        except OSError as e:
+            raise AudioError(f"{name}: cannot read ({e.strerror or e})") from None
+        try:
+            src = _open_stdin(fh, name=name)
+        except BaseException:
+            fh.close()
+            raise
+        if isinstance(src, _WavStreamSource):
+            src.owned = True  # closed when its blocks are done
+        else:
+            fh.close()  # read whole already
+        return src
+    try:
         with open(path, "rb") as fh:  # a clear message for missing files, directories, permissions
             header, _ = _parse_wav_header(fh)
     except FileNotFoundError:
@@ -241,6 +261,8 @@ def _open_path(path) -> "_SndSource | _WavStreamSource":
         raise AudioError(f"{name}: is a directory, not an audio file") from None
     except OSError as e:
         raise AudioError(f"{name}: cannot read ({e.strerror or e})") from None
+    if header is None and os.path.getsize(path) == 0:  # not a format problem: say so, no advice
+        raise AudioError(f"{name}: empty file (0 bytes)")
     if header is not None and header.supported:
         avail = os.path.getsize(path) - header.data_offset
         if header.data_size is None:
@@ -263,20 +285,21 @@ def _open_path(path) -> "_SndSource | _WavStreamSource":
     return _SndSource(name, name)
 
 
-def _open_stdin(stream=None) -> "_SndSource | _WavStreamSource":
-    """stdin: a plain PCM/float WAV is streamed as it arrives; anything else is read whole into memory
-    (still compressed) and decoded by libsndfile, which needs to seek."""
+def _open_stdin(stream=None, name: str = "<stdin>") -> "_SndSource | _WavStreamSource":
+    """stdin (or another stream that cannot seek): a plain PCM/float WAV is streamed as it arrives;
+    anything else is read whole into memory (still compressed) and decoded by libsndfile, which
+    needs to seek."""
     if stream is None:
         if sys.stdin is None or sys.stdin.isatty():
             raise AudioError("<stdin>: no audio piped in (stdin is a terminal); e.g. `sox in.mp3 -t wav - | ...`")
         stream = sys.stdin.buffer
     header, consumed = _parse_wav_header(stream)
     if header is not None and header.supported:
-        return _WavStreamSource(stream, header, "<stdin>")
+        return _WavStreamSource(stream, header, name)
     data = consumed + stream.read()
     if not data:
-        raise AudioError("<stdin>: no audio data (empty input)")
-    return _SndSource(io.BytesIO(data), "<stdin>")
+        raise AudioError(f"{name}: no audio data (empty input)")
+    return _SndSource(io.BytesIO(data), name)
 
 
 def _open(file) -> "_SndSource | _WavStreamSource":
@@ -402,9 +425,14 @@ def load_audio(file, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def audio_duration(file) -> float | None:
-    """Duration in seconds read from the header, without decoding; None for stdin or if unknown."""
+    """Duration in seconds read from the header, without decoding; None for stdin, a pipe, or if unknown."""
     if not isinstance(file, (str, os.PathLike)) or file == "-":
         return None
+    try:
+        if not stat.S_ISREG(os.stat(file).st_mode):  # a FIFO can be read only once: leave it be
+            return None
+    except OSError:
+        pass  # the open below gives the message
     with warnings.catch_warnings():  # repairs are reported when the audio is read, not here
         warnings.simplefilter("ignore", AudioWarning)
         src = _open(file)
@@ -428,7 +456,7 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def prepare_array(x, sr_in: int | None = None, sr: int = SAMPLE_RATE) -> np.ndarray:
+def prepare_array(x, sr_in: int | None = None, sr: int = SAMPLE_RATE, allow_empty: bool = False) -> np.ndarray:
     """Turn a numpy/MLX array (or list) of samples into float32 mono at `sr`.
 
     Parameters
@@ -444,6 +472,8 @@ def prepare_array(x, sr_in: int | None = None, sr: int = SAMPLE_RATE) -> np.ndar
         already at `sr`.
     sr : int
         Output sample rate (the model's).
+    allow_empty : bool
+        Return an empty array for empty input instead of raising (a live stream's empty chunk).
 
     Returns
     -------
@@ -468,6 +498,8 @@ def prepare_array(x, sr_in: int | None = None, sr: int = SAMPLE_RATE) -> np.ndar
             )
         if a.shape[0] < a.shape[1]:
             a = a.T  # (channels, frames) -> (frames, channels)
+    if a.size == 0 and allow_empty:
+        return np.zeros(0, np.float32)
     if a.size == 0:
         raise AudioError(f"audio array: empty audio (shape {a.shape})")
     if a.dtype.kind == "i":
@@ -552,53 +584,104 @@ def read_preprocessor_config(model_dir) -> dict:
 # Writing.
 
 
+# Recording formats by file extension (libsndfile writes each natively; no ffmpeg).
+RECORDING_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+
+def recording_format(path) -> tuple[str, str]:
+    """(soundfile format, subtype) that `path`'s extension names; `AudioError` for any other.
+
+    Raises
+    ------
+    AudioError
+        An extension that is not .wav, .flac or .ogg (a file named .mp3 must not hold WAV data).
+    """
+    ext = Path(path).suffix.lower()
+    if ext not in RECORDING_FORMATS:
+        known = ", ".join(RECORDING_FORMATS)
+        what = f"unsupported audio format {ext}" if ext else "no extension to tell the audio format"
+        raise AudioError(f"{path}: {what} (use {known})")
+    return RECORDING_FORMATS[ext]
+
+
 def write_wav(path, audio: np.ndarray, sr: int = SAMPLE_RATE):
-    """Save float32 samples (1-D, or (frames, channels)) as 16-bit PCM WAV (clipped to [-1, 1])."""
-    sf.write(str(path), np.asarray(audio, dtype=np.float32), sr, subtype="PCM_16", format="WAV")
+    """Save float32 samples (1-D, or (frames, channels)) as 16-bit PCM WAV (clipped to [-1, 1]),
+    atomically: the file appears complete or not at all."""
+    from .atomic import commit_file, temp_path_for
+
+    tmp = temp_path_for(path)
+    try:
+        sf.write(str(tmp), np.asarray(audio, dtype=np.float32), sr, subtype="PCM_16", format="WAV")
+        commit_file(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 _SFC_SET_UPDATE_HEADER_AUTO = 0x1061  # libsndfile: rewrite the header's sizes after every write
 
 
-class WavWriter:
-    """Incremental 16-bit PCM WAV writer for recordings.
+class AudioWriter:
+    """Incremental recording writer: WAV (16-bit PCM), FLAC or Ogg Vorbis by `path`'s extension.
 
-    The header's sizes are rewritten after every `write` (libsndfile's SFC_SET_UPDATE_HEADER_AUTO),
-    so if the process is killed the file on disk is a valid WAV holding everything written so far.
-    `flush()` also asks the OS to commit it to disk.
+    A WAV's header sizes are rewritten after every `write` (libsndfile's
+    SFC_SET_UPDATE_HEADER_AUTO), so if the process is killed the file on disk is a valid WAV
+    holding everything written so far. `flush()` also asks the OS to commit it to disk.
+
+    Parameters
+    ----------
+    path : str or Path
+        The recording; its extension picks the format (`recording_format`).
+    part : bool
+        Write to `atomic.part_path(path)` and rename it to `path` on `close()`: an existing `path` is
+        replaced only by a complete recording, and a killed recorder leaves its audio in the
+        part file.
 
     Examples
     --------
-    >>> with WavWriter("rec.wav", 24000) as w:
+    >>> with AudioWriter("rec.flac", 24000) as w:
     ...     for block in blocks:
     ...         w.write(block)
     """
 
-    def __init__(self, path, sr: int = SAMPLE_RATE, channels: int = 1, subtype: str = "PCM_16"):
+    def __init__(self, path, sr: int = SAMPLE_RATE, channels: int = 1, *, part: bool = False):
         self.path = str(path)
+        from .atomic import part_path
+
+        fmt, subtype = recording_format(path)
+        self.file = str(part_path(path)) if part else self.path
         try:
-            self._f = sf.SoundFile(self.path, "w", samplerate=sr, channels=channels, subtype=subtype, format="WAV")
+            self._f = sf.SoundFile(self.file, "w", samplerate=sr, channels=channels, subtype=subtype, format=fmt)
         except (sf.LibsndfileError, RuntimeError, OSError) as e:
             raise AudioError(f"{self.path}: cannot open for writing ({getattr(e, 'error_string', e)})") from None
-        try:  # private soundfile API; without it, fall back to a flush per write
-            self._auto = bool(sf._snd.sf_command(self._f._file, _SFC_SET_UPDATE_HEADER_AUTO, sf._ffi.NULL, 1))
-        except AttributeError:
-            self._auto = False
+        self._auto = False
+        if fmt == "WAV":
+            try:  # private soundfile API; without it, fall back to a flush per write
+                self._auto = bool(sf._snd.sf_command(self._f._file, _SFC_SET_UPDATE_HEADER_AUTO, sf._ffi.NULL, 1))
+            except AttributeError:
+                pass
+        self._flush_each = fmt == "WAV" and not self._auto
         self.frames = 0
 
     def write(self, block: np.ndarray):
         block = np.asarray(block, dtype=np.float32)
         self._f.write(block)
         self.frames += len(block)
-        if not self._auto:
+        if self._flush_each:
             self._f.flush()
 
     def flush(self):
         self._f.flush()
 
     def close(self):
-        if not self._f.closed:
-            self._f.close()
+        """Finish the file (and, with ``part=True``, rename it into place)."""
+        if self._f.closed:
+            return
+        self._f.close()
+        if self.file != self.path:
+            from .atomic import commit_file
+
+            commit_file(self.file, self.path)
 
     @property
     def closed(self) -> bool:

@@ -220,21 +220,30 @@ def random_codes(lm, n: int, seed: int = 0) -> mx.array:
     return codes
 
 
+def lm_decoder(lm, batch: int):
+    """A `decoding.BatchDecoder` with `batch` rows (is, en, is, ...), as the engine runs the LM."""
+    from .decoding import BatchDecoder
+
+    decoder = BatchDecoder(lm)
+    for i in range(batch):
+        decoder.add(("is", "en")[i % 2])
+    return decoder
+
+
 def decode_step(decoder, codes: mx.array) -> None:
-    """One synced streaming step of `decoder` (`stream.Decoder`): BOS at step 0, then a row of
-    `codes` per step, evaluated and the chosen tokens read back, as the stream does."""
-    t = decoder.step_index
-    token = decoder.step(codes[t % codes.shape[0]] if t else None)
-    mx.eval(decoder._pending)
+    """One synced step of every row of `decoder` (`decoding.BatchDecoder`): BOS at step 0, then a
+    row of `codes` per step, evaluated and the chosen tokens read back, as the engine does."""
+    t = decoder.steps(0)
+    n = decoder.capacity
+    audio = None if t == 0 else mx.broadcast_to(codes[t % codes.shape[0]][None], (n, codes.shape[1]))
+    token, _ = decoder.step(np.ones(n, bool), audio)
+    mx.eval(decoder.state)
     token.tolist()
 
 
 def time_lm_steps(lm, batch: int, steps: int, warmup: int, budget_s: float | None = None, seed: int = 0) -> list[float]:
-    """ms of each synced decoding step (`stream.Decoder`, the streaming code path) on random codes."""
-    from .stream import Decoder
-
-    tasks = ["is", "en"][:batch] if batch <= 2 else ["is"] * batch
-    decoder = Decoder(lm, tasks)
+    """ms of each synced decoding step (`decoding.BatchDecoder`, the engine's path) on random codes."""
+    decoder = lm_decoder(lm, batch)
     codes = random_codes(lm, warmup + steps, seed)
     return _repeat(lambda i: decode_step(decoder, codes), steps, warmup, budget_s)
 
@@ -319,7 +328,6 @@ def time_over_length(config: dict, total: int, around: tuple[int, int], width: i
     """
     from .config import ModelArgs
     from .lm import LM
-    from .stream import Decoder
 
     mx.random.seed(0)
     lm = LM(ModelArgs.from_dict(config).lm)
@@ -327,12 +335,12 @@ def time_over_length(config: dict, total: int, around: tuple[int, int], width: i
     mx.eval(lm.parameters())
     codes = random_codes(lm, 256)
 
-    def step(decoder: Decoder) -> float:
+    def step(decoder) -> float:
         t0 = time.perf_counter()
         decode_step(decoder, codes)
         return (time.perf_counter() - t0) * 1e3
 
-    decoders = [Decoder(lm, ["is"]) for _ in around]
+    decoders = [lm_decoder(lm, 1) for _ in around]
     for decoder, point in zip(decoders, around):
         for _ in range(max(0, min(point - width // 2, total - width))):
             step(decoder)
@@ -345,7 +353,7 @@ def time_over_length(config: dict, total: int, around: tuple[int, int], width: i
     return {
         "ms_per_step": out,
         "ratio": out[b] / out[a],
-        "steps": decoders[-1].step_index,
+        "steps": decoders[-1].steps(0),
         "window": lm.args.sliding_window,
     }
 
@@ -383,7 +391,7 @@ def reference_transformers(ckpt: Path, batches: list[int], steps: int, warmup: i
         KyutaiSpeechToTextForConditionalGeneration,
     )
 
-    from .stream import TASK_PREFIXES
+    from .decoding import TASK_PREFIXES
 
     # Same kind of device as MLX: CUDA when MLX runs on a GPU (mlx[cuda]) and torch has it.
     device = "cuda" if mx.default_device().type == mx.gpu and torch.cuda.is_available() else "cpu"

@@ -90,3 +90,67 @@ class RotatingKVCache:
         window = window_size or self.max_size
         n_keys = N + min(self.offset, self.max_size - 1)
         return window_mask(N, self.offset, n_keys, window)
+
+
+class BatchRotatingKVCache:
+    """Rings of `max_size` slots for B independent rows taking one-token steps together.
+
+    Row b writes its key at position p into slot ``p % max_size``, so a row that starts over
+    (position 0) never needs its old keys cleared: `seek` supplies the mask of the slots it has
+    written (None once every row has filled its ring). Positions live with the caller (the
+    decoder), which sets them for every layer before each step.
+
+    Parameters
+    ----------
+    max_size : int
+        The attention window: a step attends exactly the last `max_size` positions of its row.
+    """
+
+    def __init__(self, max_size: int):
+        self.max_size = max_size
+        self.keys = self.values = None
+        self.batch_size = 0
+        self.offset = None
+        self._mask = None
+
+    def resize(self, n: int):
+        """Grow (zero rows) or shrink to `n` rows."""
+        if self.keys is not None:
+            if n > self.keys.shape[0]:
+                extra = (n - self.keys.shape[0],) + self.keys.shape[1:]
+                self.keys = mx.concatenate([self.keys, mx.zeros(extra, self.keys.dtype)])
+                self.values = mx.concatenate([self.values, mx.zeros(extra, self.values.dtype)])
+            else:
+                self.keys, self.values = self.keys[:n], self.values[:n]
+        self.batch_size = n
+
+    def seek(self, positions: mx.array, mask: mx.array | None):
+        """Set the (B,) positions of the next step's tokens and the bool (B, 1, 1, max_size) mask of
+        the slots each row may attend (None: all)."""
+        self.offset = positions
+        self._mask = mask
+
+    def make_mask(self, N: int, window_size: int | None = None):
+        if N != 1:
+            raise ValueError("BatchRotatingKVCache takes one-token steps")
+        return self._mask
+
+    @property
+    def state(self) -> list[mx.array]:
+        return [] if self.keys is None else [self.keys, self.values]
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.keys is None else self.keys.nbytes + self.values.nbytes
+
+    def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
+        B, H, T, D = keys.shape
+        if T != 1:
+            raise ValueError("BatchRotatingKVCache takes one-token steps")
+        if self.keys is None or self.keys.shape[0] != B:
+            self.keys = mx.zeros((B, H, self.max_size, D), keys.dtype)
+            self.values = mx.zeros((B, H, self.max_size, values.shape[3]), values.dtype)
+        slot = (self.offset % self.max_size).reshape(B, 1, 1, 1)
+        self.keys = mx.put_along_axis(self.keys, slot, keys, axis=2)
+        self.values = mx.put_along_axis(self.values, slot, values, axis=2)
+        return self.keys, self.values

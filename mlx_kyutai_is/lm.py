@@ -162,8 +162,9 @@ class LM(nn.Module):
             int32 (B, T, 1 + num_codebooks): [..., 0] the text token, [..., 1 + k] the raw code of
             codebook k (0..codebook_vocab_size - 2, the last value = audio BOS), or
             `audio_pad_token_id` for the zero pad.
-        cache : list of RotatingKVCache, optional
-            From `make_cache()`; updated in place. Positions continue from `cache[0].offset`.
+        cache : list of RotatingKVCache or BatchRotatingKVCache, optional
+            From `make_cache()`, updated in place, positions continuing from `cache[0].offset`;
+            or the per-row rings of `decoding.BatchDecoder` (one-token steps, (B,) positions).
 
         Returns
         -------
@@ -173,12 +174,12 @@ class LM(nn.Module):
         """
         x = self.embed(tokens)
         T, window = x.shape[1], self.args.sliding_window
-        mask = None
-        if T > 1:
-            if cache is not None:
-                mask = cache[0].make_mask(T, window_size=window)
-            else:
-                mask = "causal" if T <= window else window_mask(T, 0, T, window)
+        if cache is not None:
+            mask = cache[0].make_mask(T, window_size=window)
+        elif T > 1:
+            mask = "causal" if T <= window else window_mask(T, 0, T, window)
+        else:
+            mask = None
         for layer, c in zip(self.layers, cache or [None] * len(self.layers)):
             x = layer(x, c, mask)
         return self.lm_head(self.norm(x)).astype(mx.float32)

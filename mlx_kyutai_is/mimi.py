@@ -79,6 +79,7 @@ class CausalConv1d(nn.Module):
         self.pad_mode = pad_mode
         self.kernel_eff = (kernel_size - 1) * dilation + 1
         self.padding_total = self.kernel_eff - stride
+        self.in_ch = in_ch
         self.out_ch = out_ch
         self.idx = -1  # slot in MimiState.conv, set by MimiEncoder
 
@@ -95,6 +96,13 @@ class CausalConv1d(nn.Module):
                 buf = mx.repeat(x[:, :1], self.padding_total, axis=1)
             else:
                 buf = mx.zeros((x.shape[0], self.padding_total, x.shape[2]), x.dtype)
+        elif state.fresh is not None and self.padding_total and x.shape[1]:
+            # Rows that joined a running batch start from the padding a new stream starts from.
+            if self.pad_mode == "replicate":
+                start = mx.repeat(x[:, :1], self.padding_total, axis=1)
+            else:
+                start = mx.zeros_like(buf)
+            buf = mx.where(state.fresh, start, buf)
         x = mx.concatenate([buf, x], axis=1) if x.shape[1] else buf
         n = max(0, (x.shape[1] - self.kernel_eff) // self.stride + 1)
         y = self._conv(x[:, : (n - 1) * self.stride + self.kernel_eff]) if n else None
@@ -229,26 +237,60 @@ class WindowKVCache:
 
     With a step's own T new keys appended, every query can attend exactly its window (transformers'
     sliding-window mask: 0 <= q - k < window, itself included); `offset` counts every position ever
-    seen, so RoPE positions keep growing while memory stays at one window. (Self-contained rather
-    than `cache.RotatingKVCache`: the encoder must not pull in mlx_lm.)
+    seen, so RoPE positions keep growing while memory stays at one window.
+
+    Two layouts: a stream whose rows all started together keeps only the keys seen so far (grows
+    to `window - 1`); the engine's batch of rows that join and leave at any time (`fixed`) keeps
+    `window - 1` slots per row from the start, with per-row `counts` of the valid (newest) ones
+    and per-row `offsets`, so every row has the same shape and a new row never sees old keys.
     """
 
-    def __init__(self, window: int):
+    def __init__(self, window: int, fixed_rows: int | None = None, heads: int = 0, head_dim: int = 0):
         self.window = window
         self.keys = self.values = None
-        self.offset = 0
+        self.fixed = fixed_rows is not None
+        n = fixed_rows or 0
+        self.counts = np.zeros(n, np.int64)  # valid keys per row (fixed layout)
+        self.offsets = np.zeros(n, np.int64)  # positions seen per row (fixed layout)
+        self._offset = 0
+        if self.fixed:
+            shape = (n, heads, window - 1, head_dim)
+            self.keys, self.values = mx.zeros(shape), mx.zeros(shape)
+
+    @property
+    def offset(self):
+        if not self.fixed:
+            return self._offset
+        if self.offsets.size and (self.offsets == self.offsets[0]).all():
+            return int(self.offsets[0])
+        return mx.array(self.offsets.astype(np.int32))
 
     def make_mask(self, T: int) -> mx.array | None:
-        """The (T, keys) mask for the next T queries, before `update_and_fetch`."""
-        if T == 1:
-            return None  # it gets at most `window` keys, none in its future
-        n_prev = 0 if self.keys is None else self.keys.shape[2]
-        q = mx.arange(self.offset, self.offset + T)[:, None]
-        k = mx.arange(self.offset - n_prev, self.offset + T)[None]
-        return (k <= q) & (q - k < self.window)
+        """The mask for the next T queries, before `update_and_fetch`: (T, keys), or
+        (B, 1, T, keys) when rows differ in how many valid keys they have."""
+        if not self.fixed:
+            if T == 1:
+                return None  # it gets at most `window` keys, none in its future
+            n_prev = 0 if self.keys is None else self.keys.shape[2]
+            q = mx.arange(self._offset, self._offset + T)[:, None]
+            k = mx.arange(self._offset - n_prev, self._offset + T)[None]
+            return (k <= q) & (q - k < self.window)
+        L = self.window - 1
+        q = np.arange(L, L + T)[:, None]
+        k = np.arange(L + T)[None]
+        shared = (k <= q) & (q - k < self.window)
+        if (self.counts == L).all():
+            return None if T == 1 else mx.array(shared)
+        valid = k[None] >= (L - self.counts)[:, None, None]  # (B, 1, keys)
+        return mx.array((shared[None] & valid)[:, None])
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
-        self.offset += keys.shape[2]
+        T = keys.shape[2]
+        if self.fixed:
+            self.offsets += T
+            self.counts = np.minimum(self.counts + T, self.window - 1)
+        else:
+            self._offset += T
         if self.keys is not None:
             keys = mx.concatenate([self.keys, keys], axis=2)
             values = mx.concatenate([self.values, values], axis=2)
@@ -342,7 +384,7 @@ class SplitResidualVectorQuantizer(nn.Module):
 
 @dataclass
 class MimiState:
-    """Everything a stream of `MimiEncoder.encode_step` calls carries between calls.
+    """Everything a stream of `MimiEncoder.encode_step` (or engine `step`) calls carries between calls.
 
     Memory is bounded whatever the stream length: per convolution less than one kernel of input,
     per transformer layer a window of keys/values.
@@ -354,11 +396,43 @@ class MimiState:
     samples: int = 0  # audio samples fed so far
     frames: int = 0  # code frames returned so far
     flushed: bool = False
+    fresh: mx.array | None = None  # bool (B, 1, 1) during a `step`: rows starting a new stream
+    fresh_rows: np.ndarray | None = None  # fixed layout: rows that have not been fed yet
 
     @property
     def nbytes(self) -> int:
         n = sum(b.nbytes for b in self.conv if b is not None)
         return n + sum(c.keys.nbytes + c.values.nbytes for c in self.kv if c.keys is not None)
+
+    @property
+    def arrays(self) -> list[mx.array]:
+        """Every carried array (to evaluate with a step's outputs)."""
+        return [b for b in self.conv if b is not None] + [a for c in self.kv for a in (c.keys, c.values) if a is not None]
+
+    def reset_rows(self, rows):
+        """Fixed layout: make `rows` new streams (they start from a new stream's padding and
+        position 0 at their next `step`)."""
+        for c in self.kv:
+            c.counts[rows] = 0
+            c.offsets[rows] = 0
+        self.fresh_rows[rows] = True
+
+    def resize(self, n: int):
+        """Fixed layout: grow (new rows are new streams) or shrink to `n` rows."""
+        old = self.batch_size
+
+        def fit(a):
+            if n <= old:
+                return a[:n]
+            return mx.concatenate([a, mx.zeros((n - old,) + a.shape[1:], a.dtype)])
+
+        self.conv = [fit(b) for b in self.conv]
+        for c in self.kv:
+            c.keys, c.values = fit(c.keys), fit(c.values)
+            c.counts = np.concatenate([c.counts[:n], np.zeros(max(0, n - old), np.int64)])
+            c.offsets = np.concatenate([c.offsets[:n], np.zeros(max(0, n - old), np.int64)])
+        self.fresh_rows = np.concatenate([self.fresh_rows[:n], np.ones(max(0, n - old), bool)])
+        self.batch_size = n
 
 
 def _as_audio(audio, name: str) -> mx.array:
@@ -428,13 +502,71 @@ class MimiEncoder(nn.Module):
         """Audio samples per code frame (1920 at 24 kHz)."""
         return self.args.frame_size
 
-    def make_state(self, batch_size: int = 1) -> MimiState:
-        """A fresh stream: no audio seen, positions start at 0."""
+    def make_state(self, batch_size: int = 1, fixed: bool = False) -> MimiState:
+        """A fresh stream: no audio seen, positions start at 0.
+
+        `fixed=True` makes the layout `step` needs: every buffer allocated at its steady-state
+        size for `batch_size` rows (which `MimiState.resize` grows and shrinks), rows that can
+        start and stop independently."""
+        if not fixed:
+            return MimiState(
+                batch_size=batch_size,
+                conv=[None] * self.n_convs,
+                kv=[WindowKVCache(self.args.sliding_window) for _ in self.encoder_transformer.layers],
+            )
+        convs = sorted((m for _, m in self.named_modules() if isinstance(m, CausalConv1d)), key=lambda m: m.idx)
+        a = self.args
         return MimiState(
             batch_size=batch_size,
-            conv=[None] * self.n_convs,
-            kv=[WindowKVCache(self.args.sliding_window) for _ in self.encoder_transformer.layers],
+            conv=[mx.zeros((batch_size, m.padding_total, m.in_ch)) for m in convs],
+            kv=[
+                WindowKVCache(a.sliding_window, batch_size, a.num_attention_heads, a.head_dim)
+                for _ in self.encoder_transformer.layers
+            ],
+            fresh_rows=np.ones(batch_size, bool),
         )
+
+    def step(self, audio: mx.array, state: MimiState, active: np.ndarray | None = None) -> mx.array:
+        """Encode the next whole frames of some rows of a fixed-layout batch (the engine's call).
+
+        Parameters
+        ----------
+        audio : mx.array
+            float32 (B, k * frame_size): k frames for every row (anything for inactive rows).
+        state : MimiState
+            From ``make_state(B, fixed=True)``; updated in place, lazily (evaluate
+            `state.arrays` with the codes).
+        active : np.ndarray, optional
+            bool (B,): the rows this call feeds; the others keep their state. None: all.
+
+        Returns
+        -------
+        mx.array
+            int32 (B, k, num_quantizers), lazy; rows not active hold garbage. For each row, the
+            codes are those `encode_step` gives for the same audio.
+        """
+        if audio.shape[1] % self.frame_size:
+            raise ValueError(f"step: {audio.shape[1]} samples is not a whole number of {self.frame_size}-sample frames")
+        B = audio.shape[0]
+        active = np.ones(B, bool) if active is None else np.asarray(active, bool)
+        partial = not active.all()
+        if partial:
+            old_conv = list(state.conv)
+            old_kv = [(c.keys, c.values, c.counts.copy(), c.offsets.copy()) for c in state.kv]
+        if state.fresh_rows.any():
+            state.fresh = mx.array(state.fresh_rows)[:, None, None]
+        codes = self._forward(audio, state, final=False)
+        state.fresh = None
+        state.fresh_rows = state.fresh_rows & ~active
+        if partial:
+            keep = mx.array(active)
+            k3, k4 = keep[:, None, None], keep[:, None, None, None]
+            state.conv = [mx.where(k3, new, old) for new, old in zip(state.conv, old_conv)]
+            for c, (keys, values, counts, offsets) in zip(state.kv, old_kv):
+                c.keys, c.values = mx.where(k4, c.keys, keys), mx.where(k4, c.values, values)
+                c.counts = np.where(active, c.counts, counts)
+                c.offsets = np.where(active, c.offsets, offsets)
+        return codes
 
     def _forward(self, audio: mx.array, state: MimiState, final: bool) -> mx.array:
         x = self.encoder(audio[:, :, None], state, final)

@@ -17,8 +17,8 @@ import soundfile as sf
 
 from checkpoints import build_checkpoint, espeak, read_wav
 from mlx_kyutai_is.mic import FileSource, LiveDisplay, run_mic
-from mlx_kyutai_is.stream import Word
-from mlx_kyutai_is.transcribe import Transcript
+from mlx_kyutai_is.decoding import Word
+from mlx_kyutai_is.decoding import Transcript
 
 SR = 24_000
 FRAME = 1920

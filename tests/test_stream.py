@@ -9,7 +9,9 @@ import pytest
 from checkpoints import read_wav
 
 from mlx_kyutai_is.config import ModelArgs
-from mlx_kyutai_is.stream import MIMI_CHUNK_SECONDS, TASK_PREFIXES, WORD_BOUNDARY_ID, Stream
+from mlx_kyutai_is.decoding import TASK_PREFIXES, WORD_BOUNDARY_ID
+from mlx_kyutai_is.engine import MAX_FRAMES_PER_CALL
+from mlx_kyutai_is.stream import Stream
 from mlx_kyutai_is.tokenizer import Tokenizer
 
 SR, FRAME = 24000, 1920
@@ -152,20 +154,20 @@ def test_timestamps_of_two_utterances_follow_the_rule(stt, speech):
 
 
 def test_mimi_encodes_in_bounded_chunks(stt, audio, monkeypatch):
-    """A long array and the flush padding reach Mimi in chunks of at most MIMI_CHUNK_SECONDS, each
-    evaluated before the next: Mimi's activations, not the input length, set the peak memory."""
-    sizes, encode = [], stt.model.mimi.encode_step
+    """A long array and the flush padding reach Mimi in calls of at most MAX_FRAMES_PER_CALL
+    frames: Mimi's activations, not the input length, set the peak memory."""
+    sizes, step = [], stt.model.mimi.step
 
-    def spy(chunk, state):
+    def spy(chunk, state, active=None):
         sizes.append(chunk.shape[-1])
-        return encode(chunk, state)
+        return step(chunk, state, active)
 
-    monkeypatch.setattr(stt.model.mimi, "encode_step", spy)
+    monkeypatch.setattr(stt.model.mimi, "step", spy)
     long = np.tile(audio, 3)
     s = stt.stream("is")
     s.feed(long)
     s.flush()
-    limit = int(MIMI_CHUNK_SECONDS * stt.sample_rate)
+    limit = MAX_FRAMES_PER_CALL * FRAME
     assert max(sizes) == limit and sum(sizes) >= len(long) + 5 * stt.sample_rate
     monkeypatch.undo()
     assert s.transcripts()["is"].tokens == stt.transcribe(long, task="is").tokens
@@ -203,29 +205,36 @@ def test_feed_after_flush_is_an_error(stt, audio):
 class ScriptedLM:
     """Emits chosen text tokens at chosen steps (pad elsewhere), so word times are known."""
 
+    layers = [None]  # one (unused) KV ring: the decoder's positions arrive through it
+
     def __init__(self, args, script):
         self.args, self.script = args, script
 
-    def make_cache(self):
-        return [SimpleNamespace(offset=0, keys=mx.zeros((1,)))]
-
     def __call__(self, x, cache):
-        step = cache[0].offset
-        cache[0].offset += 1
+        steps = np.array(cache[0].offset).reshape(-1)
         logits = np.full((x.shape[0], 1, self.args.vocab_size), -1.0, np.float32)
-        logits[:, :, self.script.get(step, self.args.pad_token_id)] = 1.0
+        for b, step in enumerate(steps):
+            logits[b, :, self.script.get(int(step), self.args.pad_token_id)] = 1.0
         return mx.array(logits)
 
 
 class SilentMimi:
-    def make_state(self, batch_size=1):
-        return {"n": 0, "frames": 0}
+    """Codes of all zeros for any audio, in the fixed-layout batch interface the engine uses."""
 
-    def encode_step(self, chunk, state):
-        state["n"] += chunk.shape[1]
-        n = state["n"] // 1920 - state["frames"]
-        state["frames"] += n
-        return mx.zeros((1, n, 32), mx.int32)
+    class State(SimpleNamespace):
+        arrays = []
+
+        def resize(self, n):
+            self.batch_size = n
+
+        def reset_rows(self, rows):
+            pass
+
+    def make_state(self, batch_size=1, fixed=True):
+        return self.State(batch_size=batch_size)
+
+    def step(self, audio, state, active=None):
+        return mx.zeros((audio.shape[0], audio.shape[1] // 1920, 32), mx.int32)
 
 
 def test_word_timestamps_follow_the_documented_rule(small_hf):

@@ -9,7 +9,7 @@ transformers = pytest.importorskip("transformers")
 from checkpoints import read_wav  # noqa: E402
 
 from mlx_kyutai_is.bench import force_prefix  # noqa: E402  (the model card's ForcePrefix)
-from mlx_kyutai_is.stream import TASK_PREFIXES  # noqa: E402
+from mlx_kyutai_is.decoding import TASK_PREFIXES  # noqa: E402
 
 
 def recipe(ckpt, audio, task, dtype=torch.bfloat16):

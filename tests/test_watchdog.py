@@ -7,7 +7,8 @@ import numpy as np
 from test_stream import ScriptedLM, SilentMimi
 
 from mlx_kyutai_is.config import ModelArgs
-from mlx_kyutai_is.stream import TASK_PREFIXES, Stream
+from mlx_kyutai_is.decoding import TASK_PREFIXES
+from mlx_kyutai_is.stream import Stream
 from mlx_kyutai_is.tokenizer import Tokenizer
 from mlx_kyutai_is.watchdog import StallWatchdog
 
@@ -34,7 +35,7 @@ def test_pad_only_stall_on_speech_is_recovered(small_hf):
     # re-primed: the task prefix was sent a second time, by the same LM object (no reload)
     prefix = TASK_PREFIXES["is"]
     starts = [i for i in range(len(tokens) - 3) if tokens[i : i + 4] == prefix]
-    assert len(starts) == 2 and s.decoder.lm is lm
+    assert len(starts) == 2 and s.engine.decoder.lm is lm
 
 
 def test_silence_is_not_a_stall(small_hf):

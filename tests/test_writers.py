@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from mlx_kyutai_is.stream import Word
-from mlx_kyutai_is.transcribe import Transcript
+from mlx_kyutai_is.decoding import Word
+from mlx_kyutai_is.decoding import Transcript
 from mlx_kyutai_is.writers import build_cues, format_timestamp, get_writer
 
 SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
