@@ -375,3 +375,265 @@ class Engine:
             max_rows_per_step=self.max_rows,
             mean_rows_per_step=self.rows_stepped / self.steps if self.steps else 0.0,
         )
+
+
+# ------------------------------------------------------------------------------------------------
+# Many live streams, one engine thread
+
+
+class EngineFull(RuntimeError):
+    """Every stream slot of a `LiveEngine` is taken."""
+
+
+@dataclass
+class Event:
+    """Something a live stream produced.
+
+    type: "word" (a final `word`), "partial" (the pending word of `task` is now `text`),
+    "done" (the utterance was flushed: `transcripts` = {task: Transcript}), "error" (`text`).
+    `utterance` counts the stream's utterances from 0; `audio_time` is the seconds of the
+    utterance's audio the model had read when the event was made.
+    """
+
+    type: str
+    task: str | None = None
+    word: Word | None = None
+    text: str = ""
+    transcripts: dict | None = None
+    utterance: int = 0
+    audio_time: float = 0.0
+
+
+class LiveStream:
+    """A client's handle on a `LiveEngine` stream; every method is thread-safe and returns at once.
+
+    Events go to the `on_event` callback given to `LiveEngine.open` (called on the engine thread),
+    or queue up for `get_event()`.
+    """
+
+    def __init__(self, engine: "LiveEngine", task: str, options: dict, on_event):
+        self.engine = engine
+        self.task = task
+        self.tasks = task_list(task)
+        self.options = options
+        self.utterance = 0
+        self.closed = False
+        self._events: queue.Queue = queue.Queue()
+        self._on_event = on_event or self._events.put
+        # Engine-thread state: the current utterance's EngineStream, partial texts sent.
+        self._current: EngineStream | None = None
+        self._partials: dict = {}
+
+    def feed(self, samples):
+        """Queue audio of the current utterance: float32 in [-1, 1] or int16 PCM, mono, 24 kHz
+        (see `audio.prepare_array`); a feed after `flush()` starts the next utterance."""
+        from .audio import prepare_array
+
+        x = prepare_array(samples, allow_empty=True)
+        if len(x):
+            self.engine._submit(("feed", self, x))
+
+    def flush(self) -> concurrent.futures.Future:
+        """End the current utterance; the future's result is {task: Transcript} once every word is out."""
+        future = concurrent.futures.Future()
+        self.engine._submit(("flush", self, future))
+        return future
+
+    def close(self):
+        """Leave now: the stream's slot is free at once and its pending work dropped."""
+        if not self.closed:
+            self.closed = True
+            self.engine._release(self)
+            self.engine._submit(("close", self, None))
+
+    def get_event(self, timeout: float | None = None) -> Event | None:
+        """The next event (when no `on_event` callback was given), or None after `timeout` seconds."""
+        try:
+            return self._events.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def _emit(self, event: Event):
+        try:
+            self._on_event(event)
+        except Exception:  # a client's callback must not stop the engine
+            log.exception("live stream event callback failed")
+
+
+class LiveEngine:
+    """Many concurrent live streams decoded together by one `Engine` on a background thread.
+
+    The thread owns MLX: clients only queue audio and commands, so `feed()` never waits for the
+    device, and the streams with a frame ready step together. Use as a context manager, or call
+    `close()`.
+
+    Parameters
+    ----------
+    stt : STT
+        The loaded model (`mlx_kyutai_is.load`).
+    max_streams : int
+        Streams open at once; `open()` raises `EngineFull` beyond it.
+    """
+
+    def __init__(self, stt, max_streams: int = 64):
+        if isinstance(max_streams, bool) or not isinstance(max_streams, int) or max_streams < 1:
+            raise ValueError(f"max_streams must be a positive integer, got {max_streams!r}")
+        self.stt = stt
+        self.max_streams = max_streams
+        self.engine: Engine | None = None  # built on the engine thread, which owns every MLX array
+        self._lock = threading.Lock()
+        self._open = 0
+        self._commands: queue.SimpleQueue = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._closing = False
+        self._stopped = threading.Event()
+        self._flushing: dict = {}  # EngineStream id -> (LiveStream, Future)
+        self._streams: set = set()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="mlx-kyutai-is-engine", daemon=True)
+        self._thread.start()
+        self._started.wait()
+
+    # -- client side ----------------------------------------------------------------------------
+    def open(self, task: str = "is", *, on_event=None, **stream_options) -> LiveStream:
+        """A new live stream ("is", "en" or "both"); raises `EngineFull` when every slot is taken."""
+        task_list(task)
+        options = self.stt._options(**stream_options)
+        with self._lock:
+            if self._closing:
+                raise RuntimeError("the engine is shutting down")
+            if self._open >= self.max_streams:
+                raise EngineFull(f"all {self.max_streams} stream slots are busy")
+            self._open += 1
+        return LiveStream(self, task, options, on_event)
+
+    def _release(self, s: LiveStream):
+        with self._lock:
+            self._open -= 1
+
+    def _submit(self, command):
+        self._commands.put(command)
+        self._wake.set()
+
+    def stats(self) -> dict:
+        """Streams open, engine steps, rows per step (how many streams stepped together)."""
+        e = self.engine
+        if e is None:
+            return dict(active_streams=self._open, max_streams=self.max_streams, steps=0)
+        return dict(
+            active_streams=self._open,
+            max_streams=self.max_streams,
+            steps=e.steps,
+            rows_last_step=e.last_rows,
+            max_rows_per_step=e.max_rows,
+            mean_rows_per_step=e.rows_stepped / e.steps if e.steps else 0.0,
+            mean_step_ms=1e3 * e.step_seconds / e.steps if e.steps else 0.0,
+        )
+
+    def close(self, timeout: float | None = None):
+        """Finish the utterances being flushed, then stop the engine thread."""
+        with self._lock:
+            self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    # -- engine thread --------------------------------------------------------------------------
+    def _apply(self, command):
+        kind, s, arg = command
+        if s.closed and kind != "close":
+            return
+        e = self.engine
+        if kind == "feed":
+            if s._current is None or s._current.finishing:
+                s._current = e.open(s.task, **s.options)
+                s._partials = {}
+                self._streams.add(s)
+            e.feed(s._current, arg)
+        elif kind == "flush":
+            if s._current is None or s._current.finishing:  # nothing fed: an empty utterance
+                s._current = e.open(s.task, **s.options)
+                self._streams.add(s)
+            e.finish(s._current)
+            self._flushing[s._current.id] = (s, arg, s.utterance)
+            s.utterance += 1
+        elif kind == "close":
+            for es_id, (owner, future, _) in list(self._flushing.items()):
+                if owner is s:
+                    future.cancel()
+                    self._flushing.pop(es_id)
+                    if es_id in e.streams:
+                        e.close(e.streams[es_id])
+            if s._current is not None:
+                e.close(s._current)
+                s._current = None
+            self._streams.discard(s)
+
+    def _deliver(self):
+        """Hand the new words, partials and finished utterances to their clients."""
+        e = self.engine
+        for es in list(e.streams.values()):
+            entry = self._flushing.get(es.id)
+            owner = entry[0] if entry else next((s for s in self._streams if s._current is es), None)
+            if owner is None:
+                continue
+            utt = entry[2] if entry else owner.utterance
+            for w in es.take_words():
+                owner._emit(Event("word", w.task, w, w.text, utterance=utt, audio_time=es.audio_time))
+            if entry is None or not es.done:
+                for task, a in es.assemblers.items():
+                    text = a.partial
+                    if owner._partials.get(task, "") != text:
+                        owner._partials[task] = text
+                        owner._emit(Event("partial", task, text=text, utterance=utt, audio_time=es.audio_time))
+            if es.done and entry is not None:
+                transcripts = es.transcripts()
+                self._flushing.pop(es.id)
+                e.close(es)
+                if owner._current is es:
+                    owner._current = None
+                owner._partials = {}
+                owner._emit(Event("done", transcripts=transcripts, utterance=utt, audio_time=es.duration))
+                if not entry[1].cancelled():
+                    entry[1].set_result(transcripts)
+
+    def _loop(self):
+        try:
+            # MLX streams belong to the thread that makes them: this thread gets its own, and the
+            # engine's arrays are all made here.
+            mx.set_default_stream(mx.new_stream(mx.default_device()))
+            self.engine = Engine(
+                self.stt.model, self.stt.tokenizer, silence_prefix=self.stt.silence_prefix, delay=self.stt.delay
+            )
+            self._started.set()
+            while True:
+                while True:
+                    try:
+                        command = self._commands.get_nowait()
+                    except queue.Empty:
+                        break
+                    self._apply(command)
+                if self._closing and not self._flushing:
+                    break
+                ran = self.engine.step()
+                self.engine.drain()
+                self._deliver()
+                if not ran:
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+        except BaseException as exc:  # report to every waiting client, then stop
+            log.exception("engine thread failed")
+            for s, future, utt in self._flushing.values():
+                s._emit(Event("error", text=f"engine failed: {exc}", utterance=utt))
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        finally:
+            self._started.set()
+            self._stopped.set()
