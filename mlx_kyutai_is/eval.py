@@ -175,13 +175,13 @@ def evaluate(
     if reference == "transformers":
         from .reference import EXTRA, RecipeError, check_checkpoint
 
+        recipe_ckpt = paths[specs[0].path]
+        check_checkpoint(recipe_ckpt)
         try:  # needed later anyway; fail before the models run, not after
             import torch  # noqa: F401
             import transformers  # noqa: F401
         except ImportError as e:
             raise RecipeError(f"--reference transformers {EXTRA} ({e})") from None
-        recipe_ckpt = paths[specs[0].path]
-        check_checkpoint(recipe_ckpt)
     elif reference is not None:
         raise EvalError(f"unknown reference {reference!r} (choose: transformers)")
     for i, u in enumerate(utterances):
