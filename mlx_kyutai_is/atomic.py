@@ -170,6 +170,14 @@ def commit_file(tmp: str | Path, target: str | Path) -> Path:
     return target
 
 
+def part_path(path: str | Path) -> Path:
+    """Where a file that grows as it is recorded (a recording, `mic`'s live transcript) lives until
+    it is complete: ``<stem>.part-<pid><ext>`` beside `path`, visible and never cleaned up by us,
+    so that after a crash what was recorded is there to find; renamed to `path` when done."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.part-{os.getpid()}{path.suffix}")
+
+
 # --------------------------------------------------------------------------------------------
 # Directories
 

@@ -425,7 +425,13 @@ def load_audio(file, sr: int = SAMPLE_RATE) -> np.ndarray:
 
 
 def audio_duration(file) -> float | None:
-    """Duration in seconds read from the header, without decoding; None for stdin, a pipe, or if unknown."""
+    """Duration in seconds read from the header, without decoding; None for stdin, a pipe, or if unknown.
+
+    Raises
+    ------
+    AudioError
+        As `iter_audio_blocks` would: a missing or unreadable file, or zero-length audio.
+    """
     if not isinstance(file, (str, os.PathLike)) or file == "-":
         return None
     try:
@@ -437,7 +443,9 @@ def audio_duration(file) -> float | None:
         warnings.simplefilter("ignore", AudioWarning)
         src = _open(file)
     try:
-        return None if not src.frames else src.frames / src.samplerate
+        if src.frames == 0:
+            raise AudioError(f"{src.name}: empty audio (zero length)")
+        return None if src.frames is None else src.frames / src.samplerate
     finally:
         src.close()
 

@@ -1,4 +1,4 @@
-# Copyright © 2025 mlx-kyutai-is contributors
+# Copyright © 2026 mlx-kyutai-is contributors
 
 """The `mlx-kyutai-is` command: transcribe | mic | convert | bench (as mlx_lm/cli.py).
 
@@ -9,11 +9,13 @@ one line on stderr and a non-zero exit; `--debug` (or MLX_KYUTAI_IS_DEBUG=1) sho
 
 import argparse
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 from . import DEFAULT_MODEL
+from .transcribe import DEFAULT_BATCH_SIZE
 
 PROG = "mlx-kyutai-is"
 TASKS = ("is", "en", "both")
@@ -123,18 +125,35 @@ def build_parser() -> argparse.ArgumentParser:
         description="Transcribe (--task is) or translate to English (--task en) audio files.\n"
         "Each file gives OUTPUT_DIR/<name>.<format> (--task both: <name>.is.<format> and\n"
         "<name>.en.<format>), and its text is printed. A file that fails is reported on one\n"
-        "line and the others still run; the exit status is 1 if any failed.",
+        "line and the others still run; the exit status is 1 if any failed. Outputs are\n"
+        "written whole or not at all. Ctrl-C (or SIGTERM) saves what the files in progress\n"
+        "decoded as <name>.partial.<format>, names the files not done, and exits 130 (143).",
         epilog="examples:\n"
         "  mlx-kyutai-is transcribe talk.wav\n"
         "  mlx-kyutai-is transcribe a.wav b.flac -f srt -o subs --task en\n"
-        "  mlx-kyutai-is transcribe - < talk.wav",
+        "  mlx-kyutai-is transcribe - < talk.wav\n"
+        "  sox -d -t wav - | mlx-kyutai-is transcribe - -v      live from the microphone\n"
+        "  mlx-kyutai-is transcribe talks/*.wav -o out --skip-existing   resume a batch",
         formatter_class=_Formatter,
     )
     p.add_argument("audio", nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg, ...); - reads stdin")
     _add_model_args(p)
     p.add_argument("--output-format", "-f", default="txt", choices=FORMATS, help="what to write; all = every format")
     p.add_argument("--output-dir", "-o", default=".", metavar="DIR", help="directory for the output files")
-    p.add_argument("--verbose", "-v", action="store_true", help="print words as they are decoded")
+    p.add_argument("--verbose", "-v", action="store_true", help="print words as they become final")
+    p.add_argument(
+        "--batch-size",
+        "-b",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help="files decoded at once on one batched model step (faster than one at a time; more memory)",
+    )
+    p.add_argument(
+        "--skip-existing",
+        action="store_true",
+        help="skip files whose outputs are all there and complete (resume an interrupted batch)",
+    )
     p.add_argument("--max-line-width", type=_positive_int, default=42, metavar="N", help="subtitles: characters per line")
     p.add_argument("--max-line-count", type=_positive_int, default=2, metavar="N", help="subtitles: lines per cue")
     p.add_argument("--max-cue-duration", type=_positive_float, default=6.0, metavar="SECONDS", help="subtitles: seconds per cue")
@@ -165,7 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the transcript: .txt (as words come), .srt, .vtt or .json (at the end); "
         "--task both writes FILE.is.ext and FILE.en.ext",
     )
-    p.add_argument("--save-audio", default=None, metavar="WAV", help="also record the audio to this WAV file")
+    p.add_argument(
+        "--save-audio",
+        default=None,
+        metavar="FILE",
+        help="also record the audio to this file: .wav, .flac or .ogg (renamed into place when it ends)",
+    )
     p.add_argument(
         "--max-lag",
         type=_positive_float,
@@ -210,46 +234,126 @@ def _load(args):
     return load(args.model, quantize=args.quantize)
 
 
-def _print_result(result, name: str | None):
-    """The transcript on stdout: plain text for one file, `name: text` when there are several."""
-    items = result.items() if isinstance(result, dict) else [(None, result)]
-    for task, t in items:
-        label = " ".join(x for x in (name and f"{name}:", task and f"[{task}]") if x)
-        print(f"{label} {t.text.strip()}" if label else t.text.strip(), flush=True)
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt (MLX work stops between
+    steps, the work done so far is saved); the exit status is 128 + 15."""
 
-
-def _open_input(file: str):
-    """Check an input before any model work: (what to give `STT.transcribe`, seconds).
-
-    Files are streamed by the transcriber; stdin (and a file whose header has no length) is
-    read here. Raises `AudioError` (one line, naming the file) for missing, unreadable or empty
-    audio."""
-    from .audio import SAMPLE_RATE, audio_duration, load_audio
-
-    if file != "-" and (seconds := audio_duration(file)):
-        return file, seconds
-    samples = load_audio(file, sr=SAMPLE_RATE)
-    return samples, len(samples) / SAMPLE_RATE
+    exit_status = 128 + signal.SIGTERM
 
 
 @contextmanager
-def _progress_bar(desc: str, seconds: float, enabled: bool):
-    """A tqdm bar over the audio seconds of one file (stderr, on a terminal); yields the
-    ``progress(seconds_done, total)`` callback `STT.transcribe` takes, or None."""
-    if not enabled or not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
+def _sigterm_raises():
+    """While inside: SIGTERM raises `Terminated` in the main thread, as Ctrl-C raises KeyboardInterrupt."""
 
-    with tqdm(total=round(seconds, 1), unit="s", desc=desc, leave=False, file=sys.stderr) as bar:
-        yield lambda done, total=None: bar.update(round(min(done, seconds), 1) - bar.n)
+    def handler(signum, frame):
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@contextmanager
+def _signals_ignored():
+    """While the work done so far is being saved, Ctrl-C and SIGTERM are ignored: a second Ctrl-C
+    must not lose what the first one saves (saving takes moments; SIGKILL still works)."""
+    old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+class _Stdout:
+    """Prints results on stdout; once the reader has gone (`| head`) stdout is dropped quietly and
+    the work goes on: the files are still transcribed and written, and nothing is reported."""
+
+    def __init__(self):
+        self.gone = False
+        self.bar = None  # a progress bar on the same terminal, cleared around each line
+
+    def print(self, line: str):
+        if self.gone:
+            return
+        try:
+            if self.bar is not None:
+                self.bar.clear()
+            print(line, file=sys.stdout, flush=True)
+            if self.bar is not None:
+                self.bar.refresh()
+        except BrokenPipeError:
+            self.gone = True
+            # Point fd 1 at /dev/null so that the interpreter's last flush at exit stays quiet.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+
+
+def _result_lines(result, name: str | None) -> list[str]:
+    """The transcript as printed: plain text for one file, `name: text` when there are several."""
+    items = result.items() if isinstance(result, dict) else [(None, result)]
+    lines = []
+    for task, t in items:
+        label = " ".join(x for x in (name and f"{name}:", task and f"[{task}]") if x)
+        lines.append(f"{label} {t.text.strip()}" if label else t.text.strip())
+    return lines
+
+
+class _Input:
+    """One FILE argument of `transcribe` and the files its transcript goes to."""
+
+    def __init__(self, index: int, file: str, writer, tasks):
+        self.index, self.file = index, file
+        self.name = "stdin" if file == "-" else Path(file).stem
+        self.paths = writer.paths(self.name, tasks)
+        self.partial_paths = writer.paths(f"{self.name}.partial", tasks)  # an interrupted run's
+
+
+def _check_outputs(inputs: list[_Input]):
+    """Refuse, before anything is written, a run that would overwrite an input or write two
+    inputs' transcripts to the same file (`UserError`: one line)."""
+    sources = {}
+    for x in inputs:
+        if x.file != "-":
+            sources.setdefault(os.path.realpath(x.file), x.file)
+    owners = {}
+    for x in inputs:
+        for p in [*x.paths, *x.partial_paths]:
+            key = os.path.realpath(p)
+            if key in sources:
+                raise UserError(
+                    f"{sources[key]}: is an input and {x.file}'s transcript would overwrite it ({p}); "
+                    "choose another output directory (-o) or rename it"
+                )
+            if key in owners and owners[key] is not x:
+                raise UserError(
+                    f"{owners[key].file} and {x.file} would both be written to {p}; "
+                    "rename one or transcribe them into different directories (-o)"
+                )
+            owners[key] = x
+
+
+def _report(e: BaseException, file: str, debug: bool):
+    """One line for an input that failed (and, with --debug, its traceback)."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(e, file=sys.stderr)
+    _error(e, prefix="" if file in str(e) or file == "-" else f"{file}: ")
 
 
 def cmd_transcribe(args) -> int:
-    from .audio import SAMPLE_RATE
-    from .writers import get_writer
+    from .atomic import check_writable_dir
+    from .audio import audio_duration
+    from .writers import WriteError, get_writer, is_complete
 
-    Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+    debug = getattr(args, "debug", False)
     writer = get_writer(
         args.output_format,
         args.output_dir,
@@ -257,48 +361,151 @@ def cmd_transcribe(args) -> int:
         max_line_count=args.max_line_count,
         max_duration=args.max_cue_duration,
     )
+    tasks = ["is", "en"] if args.task == "both" else [args.task]
     several = len(args.audio) > 1
-    stt, failed, names = None, 0, {}
-    for i, file in enumerate(args.audio, start=1):
+    inputs = [_Input(i, f, writer, tasks) for i, f in enumerate(args.audio)]
+    _check_outputs(inputs)  # before anything is touched
+    check_writable_dir(args.output_dir)  # before the model loads: a finished job must not be lost
+
+    failed, todo, skipped = 0, [], 0
+    for x in inputs:
+        if x.file != "-":
+            try:  # unreadable, missing, empty: reported now, before any model work
+                audio_duration(x.file)
+            except Exception as e:
+                _report(e, x.file, debug)
+                failed += 1
+                continue
+            if args.skip_existing and all(is_complete(p) for p in x.paths):
+                skipped += 1
+                continue
+        todo.append(x)
+    if skipped:
+        _note(f"skipped {skipped} of {len(inputs)} files whose outputs are complete (--skip-existing)")
+    if not todo:
+        return 1 if failed else 0
+
+    stt = _load(args)  # errors here are the model's: one line naming it, never blamed on a file
+    out = _Stdout()
+    label = {x.index: x.file for x in todo}
+
+    def on_words(i, words):
+        for w in words:
+            tags = "".join(f"[{t}] " for t in ((label[i] if several else None), (w.task if len(tasks) > 1 else None)) if t)
+            out.print(f"{tags}[{w.start:7.2f} -> {w.end:7.2f}] {w.text}")
+
+    bar = None
+    progress = None
+    if not args.verbose and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(unit="s", desc="transcribing", leave=False, file=sys.stderr)
+        out.bar = bar
+
+        def progress(done, total):
+            if total is not None and bar.total != round(total, 1):
+                bar.total = round(total, 1)
+            bar.update(round(done, 1) - bar.n)
+
+    finished, stopped, crashed = set(), None, None
+    job = stt.transcribe_iter(
+        [x.file for x in todo],
+        task=args.task,
+        batch_size=args.batch_size,
+        progress=progress,
+        on_words=on_words if args.verbose else None,
+    )
+    try:
+        for item in job:
+            x = todo[item.index]
+            finished.add(item.index)
+            if item.error is not None:
+                _report(item.error, x.file, debug)
+                failed += 1
+                continue
+            if not args.verbose:
+                for line in _result_lines(item.result, x.file if several else None):
+                    out.print(line)
+            try:
+                writer(item.result, x.name)
+            except WriteError as e:  # the text is on stdout already; say what is missing
+                _error(e, prefix=f"{x.file}: transcribed, but ")
+                failed += 1
+                continue
+            for p in x.partial_paths:  # a complete transcript replaces an interrupted run's
+                p.unlink(missing_ok=True)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`)
+        stopped = e
+    except Exception as e:  # the model failed: not an error of any one file
+        crashed = e
+        if debug:
+            import traceback
+
+            traceback.print_exception(e, file=sys.stderr)
+    finally:
+        if bar is not None:
+            bar.close()
+            out.bar = None
+    if stopped is None and crashed is None:
+        if failed and several:
+            _warn(f"{failed} of {len(inputs)} files failed")
+        return 1 if failed else 0
+
+    with _signals_ignored():
+        what = "terminated" if isinstance(stopped, Terminated) else "interrupted"
+        if crashed is not None:
+            _error(crashed, prefix="transcription failed: ")
+        else:
+            print(f"{PROG}: {what}", file=sys.stderr, flush=True)
+        partial = _save_partials(job, todo, writer, out)
+        left = [x.file for x in todo if x.index not in finished and x.index not in partial]
+        if left:
+            _note(f"not transcribed: {', '.join(left)}")
+        if partial or left:
+            _note("run the same command with --skip-existing to do only what is left")
+    if crashed is not None:
+        return 1
+    return getattr(stopped, "exit_status", 130)
+
+
+def _save_partials(job, todo, writer, out) -> set:
+    """Write what the inputs in progress decoded before the stop, as `name.partial.*` (so a
+    complete earlier transcript is never replaced by a partial one), marked partial; returns
+    their indices."""
+    from .writers import WriteError
+
+    done = set()
+    try:
+        items = job.partials()
+    except Exception as e:
+        _error(e, prefix="could not save the files in progress: ")
+        return done
+    for item in items:
+        x = todo[item.index]
+        done.add(item.index)
+        results = item.result if isinstance(item.result, dict) else {None: item.result}
+        seconds = max((t.duration for t in results.values()), default=0.0)
         try:
-            audio, seconds = _open_input(file)
-        except Exception as e:
-            _error(e, prefix="" if file in str(e) or file == "-" else f"{file}: ")
-            failed += 1
+            paths = writer(item.result, f"{x.name}.partial")
+        except WriteError as e:
+            _error(e, prefix=f"{x.file}: partial transcript not saved: ")
+            for line in _result_lines(item.result, x.file):
+                out.print(line)
             continue
-        if stt is None:  # only now: a run with nothing readable never waits for the model
-            stt = _load(args)
-        name = "stdin" if file == "-" else Path(file).stem
-        if name in names:
-            _warn(f"{file} and {names[name]} both write {name}.*; the later one overwrites")
-        names[name] = file
-        desc = f"[{i}/{len(args.audio)}] {Path(file).name}" if several else Path(file).name
-        if args.verbose and several:
-            print(f"{file}:", flush=True)
-        try:
-            with _progress_bar(desc, seconds, enabled=not args.verbose) as progress:
-                result = stt.transcribe(audio, task=args.task, sr=SAMPLE_RATE, verbose=args.verbose, progress=progress)
-            writer(result, name)
-        except Exception as e:
-            _error(e, prefix="" if file in str(e) else f"{file}: ")
-            failed += 1
-            continue
-        if not args.verbose:
-            _print_result(result, file if several else None)
-    if failed and several:
-        _warn(f"{failed} of {len(args.audio)} files failed")
-    return 1 if failed else 0
+        _note(f"{x.file}: stopped after {seconds:.1f} s of audio; partial transcript in {', '.join(map(str, paths))}")
+    return done
 
 
 def cmd_mic(args) -> int:
     from . import mic
+    from .atomic import check_writable_dir
 
     if args.list_devices:
         print(mic.list_devices())
         return 0
-    if args.output is not None:
-        mic.transcript_format(args.output)  # before loading the model: fail fast
-    # the device (or file) is checked before loading the model: fail fast
+    # outputs and the device (or file) are checked before loading the model: fail fast
+    for p in mic.output_files(args.task, args.output, args.save_audio, args.input_file):
+        check_writable_dir(p.parent)
     if args.input_file is not None:
         source = mic.FileSource(args.input_file, paced=not args.unpaced)
     else:
@@ -364,6 +571,10 @@ def _warn(msg: str):
     print(f"{PROG}: warning: {msg}", file=sys.stderr, flush=True)
 
 
+def _note(msg: str):
+    print(f"{PROG}: {msg}", file=sys.stderr, flush=True)
+
+
 def _one_line_warnings():
     import warnings
 
@@ -388,10 +599,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        args.debug = debug
+        if args.command == "transcribe":  # mic handles its signals itself
+            with _sigterm_raises():
+                return args.func(args)
         return args.func(args)
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`) before any work was done
+        status = getattr(e, "exit_status", 130)
+        print(f"{PROG}: {'terminated' if status != 130 else 'interrupted'}", file=sys.stderr)
+        return status
     except BrokenPipeError:  # `... | head`: not an error
         sys.stderr.close()
         return 0

@@ -19,7 +19,18 @@ from pathlib import Path
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from .utils import DTYPES, MAX_FILE_SIZE_GB, ModelLoadError, load_model, quantize_model, resolve_model_path, save_model
+from .atomic import make_temp_dir, replace_dir
+from .utils import (
+    DTYPES,
+    INDEX_NAME,
+    MAX_FILE_SIZE_GB,
+    WEIGHTS_NAME,
+    ModelLoadError,
+    load_model,
+    quantize_model,
+    resolve_model_path,
+    save_model,
+)
 
 DEFAULT_HF_PATH = "mideind/kyutai-stt-1b-is-en"
 # Besides the weights and config.json, the files `load()` reads (tokenizer, padding, generation).
@@ -63,7 +74,9 @@ def convert(
     quantize : bool
         Quantize the language model's linear layers to `q_bits` with groups of `q_group_size`.
     force : bool
-        Write into an existing non-empty `mlx_path`, replacing its model files.
+        Replace the model in an existing non-empty `mlx_path` (its other files are kept). The
+        new model is built beside it and swapped in only once complete, so a failed or
+        interrupted convert leaves the old one as it was.
     max_file_size_gb : float
         Weights above this size are split into shards with a `model.safetensors.index.json`.
 
@@ -73,6 +86,8 @@ def convert(
         `mlx_path`.
     """
     out = Path(mlx_path).expanduser()
+    if out.is_symlink():
+        out = out.resolve()
     if out.exists() and not out.is_dir():
         raise ModelLoadError(f"{out}: exists and is not a directory")
     if out.is_dir() and any(out.iterdir()) and not force:
@@ -98,21 +113,25 @@ def convert(
         n = sum(isinstance(m, nn.QuantizedLinear) for _, m in model.named_modules())
         print(f"[INFO] Quantized {n} linear layers; text head, embedding table and Mimi stay float", flush=True)
 
-    created = not out.exists()
+    # Built beside `out` and swapped in only when complete: a failed, interrupted or killed convert
+    # leaves an existing model at `out` as it was (and loadable), never half-replaced.
+    tmp = make_temp_dir(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         print(f"[INFO] Saving to {out}", flush=True)
-        files = save_model(model, out, config, max_file_size_gb=max_file_size_gb)
+        files = save_model(model, tmp, config, max_file_size_gb=max_file_size_gb)
         copied = []
         for pattern in COPY_PATTERNS:
             for f in sorted(src.glob(pattern)):
                 if f.is_file():
-                    shutil.copy(f, out / f.name)
+                    shutil.copy(f, tmp / f.name)
                     copied.append(f.name)
+        if out.is_dir():
+            _keep_other_files(out, tmp)
+        replace_dir(tmp, out)
     except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
+    files = [out / f.name for f in files]
 
     weights_size = sum(f.stat().st_size for f in files)
     total = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
@@ -125,6 +144,26 @@ def convert(
         flush=True,
     )
     return out
+
+
+def _keep_other_files(old: Path, new: Path) -> None:
+    """`--force`: what the old directory holds besides a model (notes, a README, ...) moves along
+    into the new one; its model files (weights, index, config) are the ones replaced."""
+    stale = {WEIGHTS_NAME, INDEX_NAME, "config.json"}
+    for f in old.iterdir():
+        if (new / f.name).exists() or f.name in stale or (f.name.startswith("model") and f.suffix == ".safetensors"):
+            continue
+        if f.is_dir() and not f.is_symlink():
+            shutil.copytree(f, new / f.name, symlinks=True, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(f, new / f.name)
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _count(module) -> int:
@@ -168,7 +207,11 @@ def configure_parser(prog: str = "mlx-kyutai-is convert") -> argparse.ArgumentPa
         choices=list(DTYPES),
         help="float type of the language model's weights (default: as stored, bfloat16); Mimi stays float32",
     )
-    parser.add_argument("--force", action="store_true", help="write into an existing non-empty output directory")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the model in an existing non-empty output directory (swapped in once the new one is complete)",
+    )
     parser.add_argument(
         "--max-file-size-gb",
         type=float,

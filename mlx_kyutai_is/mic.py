@@ -1,4 +1,4 @@
-# Copyright © 2025 mlx-kyutai-is contributors
+# Copyright © 2026 mlx-kyutai-is contributors
 
 """Live transcription from a microphone (as moshi_mlx/local.py).
 
@@ -12,6 +12,7 @@ Sources are injectable: `SoundDeviceSource` (a microphone), `FileSource` (a file
 time, or as fast as the model goes), or any object with the `AudioSource` interface.
 """
 
+import os
 import queue
 import shutil
 import signal
@@ -25,7 +26,8 @@ from typing import Protocol, TextIO
 
 import numpy as np
 
-from .audio import FRAME_SIZE, SAMPLE_RATE, AudioError, WavWriter, iter_audio_blocks
+from .atomic import commit_file, part_path
+from .audio import FRAME_SIZE, SAMPLE_RATE, AudioError, AudioWriter, iter_audio_blocks, recording_format
 from .writers import FORMATS, SENTENCE_END, get_writer
 
 
@@ -233,10 +235,11 @@ class FileSource:
 
 
 class _Recorder:
-    """Writes blocks to a WAV file from its own thread, so the audio callback never does I/O."""
+    """Writes blocks to the recording from its own thread, so the audio callback never does I/O.
+    The file grows under its part name and is renamed into place when closed."""
 
     def __init__(self, path, sample_rate: int):
-        self.writer = WavWriter(path, sample_rate)
+        self.writer = AudioWriter(path, sample_rate, part=True)
         self.q: queue.SimpleQueue = queue.SimpleQueue()
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name="recorder", daemon=True)
@@ -249,7 +252,10 @@ class _Recorder:
                     self.writer.write(block)
                 except Exception as e:  # disk full...: keep transcribing, report at the end
                     self.error = e
-        self.writer.close()
+        try:
+            self.writer.close()
+        except Exception as e:
+            self.error = self.error or e
 
     def close(self):
         self.q.put(None)
@@ -429,27 +435,34 @@ def transcript_format(path) -> str:
     return fmt
 
 
+def transcript_paths(path, tasks) -> list[Path]:
+    """The files `-o path` gives: `path` for one task, ``name.is.ext`` and ``name.en.ext`` for both."""
+    path = Path(path)
+    fmt = transcript_format(path)
+    name = path.stem if path.suffix else path.name
+    if len(tasks) == 1:
+        return [path.parent / f"{name}.{fmt}"]
+    return [path.parent / f"{name}.{t}.{fmt}" for t in tasks]
+
+
 class TranscriptFile:
-    """`-o`: final words appended as they come (a .txt survives a crash), and the complete
-    transcript written by `writers` at the end (txt, srt, vtt or json by the file's suffix;
-    ``name.is.ext`` / ``name.en.ext`` for task "both")."""
+    """`-o`: final words appended as they come to a .txt part file (``name.part-<pid>.txt``: it
+    survives a crash, and an existing transcript is not touched until the end), then the
+    complete transcript written atomically by `writers` at the end (txt, srt, vtt or json by
+    the file's suffix; ``name.is.ext`` / ``name.en.ext`` for task "both")."""
 
     def __init__(self, path, tasks):
         path = Path(path)
         self.fmt = transcript_format(path)
         self.dir, self.name = path.parent, path.stem if path.suffix else path.name
         self.tasks = list(tasks)
-        self.live = {}  # task -> [open .txt file, words written]
+        self.paths = transcript_paths(path, self.tasks)
+        self.live = {}  # task -> [open .txt part file, words written]
         if self.fmt == "txt":
-            self.live = {t: [open(self._path(t), "w", encoding="utf-8"), 0] for t in self.tasks}
+            self.live = {t: [open(part_path(self._path(t)), "w", encoding="utf-8"), 0] for t in self.tasks}
 
     def _path(self, task) -> Path:
-        name = self.name if len(self.tasks) == 1 else f"{self.name}.{task}"
-        return self.dir / f"{name}.{self.fmt}"
-
-    @property
-    def paths(self) -> list[Path]:
-        return [self._path(t) for t in self.tasks]
+        return self.paths[self.tasks.index(task)]
 
     def append(self, words) -> None:
         for w in words:
@@ -461,15 +474,47 @@ class TranscriptFile:
                 entry[1] += 1
 
     def finish(self, transcripts: dict | None) -> list[Path]:
-        """Close the live files and, if given, rewrite them with the writers' complete output.
-        Returns the files written."""
+        """Close the live files and write the complete transcripts (or, without them, keep the
+        live text as the transcript). Returns the files written."""
         for f, _ in self.live.values():
             f.write("\n")
             f.close()
         if transcripts:
             result = transcripts if len(self.tasks) > 1 else transcripts[self.tasks[0]]
-            get_writer(self.fmt, self.dir)(result, self.name)
+            get_writer(self.fmt, self.dir)(result, self.name)  # on failure the part files stay
+            for task in self.live:
+                part_path(self._path(task)).unlink(missing_ok=True)
+        else:
+            for task in self.live:
+                commit_file(part_path(self._path(task)), self._path(task))
         return [p for p in self.paths if p.exists()]
+
+
+def output_files(task: str, output=None, save_audio=None, input_file=None) -> list[Path]:
+    """Check `mic`'s outputs before anything starts and return the files it will write.
+
+    The transcript's and the recording's formats must be known (by their extensions), and
+    neither may be the input being replayed. Their directories are created.
+
+    Raises
+    ------
+    ValueError
+        One line naming the path and the problem.
+    """
+    tasks = ["is", "en"] if task == "both" else [task]
+    paths = []
+    if output is not None:
+        transcript_format(output)
+        paths += transcript_paths(output, tasks)
+    if save_audio is not None:
+        recording_format(save_audio)
+        paths.append(Path(save_audio))
+    # (the transcript and the recording cannot collide: their extensions differ)
+    if input_file is not None and input_file != "-" and os.path.realpath(input_file) in map(os.path.realpath, paths):
+        raise ValueError(f"{input_file}: is the input; writing to it would destroy it")
+    for p in paths:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    return paths
 
 
 # --------------------------------------------------------------------------------------------

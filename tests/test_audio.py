@@ -19,7 +19,7 @@ from mlx_kyutai_is.audio import (
     SAMPLE_RATE,
     AudioError,
     AudioWarning,
-    WavWriter,
+    AudioWriter,
     audio_duration,
     iter_audio_blocks,
     load_audio,
@@ -335,7 +335,7 @@ def test_blocks_from_stdin(tmp_path, monkeypatch):
 def test_ten_minutes_streamed_with_bounded_memory(tmp_path):
     sr_in, minutes = 16000, 10
     p = tmp_path / "long.wav"
-    with WavWriter(p, sr_in) as w:  # 10 one-minute pieces: silence then a tone
+    with AudioWriter(p, sr_in) as w:  # 10 one-minute pieces: silence then a tone
         for i in range(minutes):
             w.write(np.zeros(sr_in * 30, np.float32))
             w.write(tone(sr_in, 30.0, freq=200 + 50 * i))
@@ -494,7 +494,7 @@ def test_write_wav_roundtrip(tmp_path):
 def test_wav_writer_file_valid_at_every_point(tmp_path):
     p = tmp_path / "rec.wav"
     x = tone(24000, 1.0)
-    with WavWriter(p, 24000) as w:
+    with AudioWriter(p, 24000) as w:
         for i in range(5):
             w.write(x[i * 4800 : (i + 1) * 4800])
             snap = tmp_path / f"snap{i}.wav"
@@ -508,8 +508,8 @@ def test_wav_writer_file_valid_at_every_point(tmp_path):
 def test_wav_writer_survives_kill(tmp_path):
     p = tmp_path / "killed.wav"
     code = (
-        "import os, signal, numpy as np; from mlx_kyutai_is.audio import WavWriter;"
-        f"w = WavWriter({str(p)!r}, 24000);"
+        "import os, signal, numpy as np; from mlx_kyutai_is.audio import AudioWriter;"
+        f"w = AudioWriter({str(p)!r}, 24000);"
         "[w.write(np.full(1920, 0.25, np.float32)) for _ in range(10)];"
         "os.kill(os.getpid(), signal.SIGKILL)"
     )

@@ -116,7 +116,11 @@ def test_transcribe_two_files_all_formats(tmp_path, small_hf, speech):
     assert "Traceback" not in text(p.stderr)
     printed = text(p.stdout).strip().splitlines()
     assert len(printed) == 2
-    for wav, line in zip(speech[:2], printed):
+    # one line per file, labelled, in the order they finished (batched: the shorter one first)
+    by_file = {line.split(": ", 1)[0]: line for line in printed}
+    assert sorted(by_file) == sorted(map(str, speech[:2]))
+    for wav in speech[:2]:
+        line = by_file[str(wav)]
         name = Path(wav).stem
         data = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
         duration = len(sf.read(wav)[0]) / 24000
