@@ -94,9 +94,9 @@ class _Console:
     def bar(self, total: int, desc: str):
         from tqdm import tqdm
 
-        # disable=None: drawn only on a terminal
-        return tqdm(total=total, unit="utt", desc=desc, file=sys.stderr, leave=False,
-                    disable=None if self.progress else True)
+        # disable=None: drawn only when stderr is a terminal
+        disable = None if self.progress else True
+        return tqdm(total=total, unit="utt", desc=desc, file=sys.stderr, leave=False, disable=disable)
 
     def warn(self, msg: str):
         from tqdm import tqdm
@@ -152,15 +152,15 @@ def evaluate(
     Returns
     -------
     dict
-        The report (see the module docstring), with the per-utterance token lists of the first
-        row and of the recipe left out.
+        The report (see the module docstring); the token ids are used for the agreement only
+        and are not in it.
     """
     import mlx.core as mx
 
     from . import load
     from .audio import audio_duration
-    from .metrics import corpus_scores
     from .decoding import task_list
+    from .metrics import corpus_scores
     from .utils import resolve_model_path
 
     tasks = task_list(task)
@@ -336,7 +336,8 @@ def format_table(report: dict) -> str:
         name, raw, norm = CARD[t]
         lines.append("")
         m = name.lower()
-        lines.append(f"model card (bf16, 100 Samrómur test clips): {name} {_fmt(m, raw)} raw, {_fmt(m, norm)} normalised")
+        card = f"{name} {_fmt(m, raw)} raw, {_fmt(m, norm)} normalised"
+        lines.append(f"model card (bf16, 100 Samrómur test clips): {card}")
         for row in report["models"]:
             if "agreement" in row:
                 a = row["agreement"][t] if len(tasks) > 1 else row["agreement"]

@@ -92,7 +92,8 @@ class TransformersRecipe:
 
         torch = self.torch
         prefix = TASK_PREFIXES[task]
-        audio = np.concatenate([np.asarray(audio, np.float32), np.zeros(int(TRAILING_SILENCE_S * SAMPLE_RATE), np.float32)])
+        silence = np.zeros(int(TRAILING_SILENCE_S * SAMPLE_RATE), np.float32)
+        audio = np.concatenate([np.asarray(audio, np.float32), silence])
         inputs = self.processor(audio=audio, sampling_rate=SAMPLE_RATE)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         pad_id = self.model.config.pad_token_id

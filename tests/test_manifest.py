@@ -9,7 +9,7 @@ import pytest
 from mlx_kyutai_is.manifest import ManifestError, read_manifest
 
 ROWS = [
-    {"audio": "clips/a.wav", "text": 'Hann sagði: „Já, "auðvitað".“', "translation": 'He said: "Yes, of course."'},
+    {"audio": "clips/a.wav", "text": 'Hann sagði: „Já, "auðvitað".“', "translation": 'He said: "Yes."'},
     {"audio": "/abs/b.flac", "text": "Þetta er próf.", "translation": "This is a test."},
 ]
 
@@ -53,7 +53,7 @@ def test_only_the_fields_of_the_task_are_needed(tmp_path):
 @pytest.mark.parametrize(
     "name, content, message",
     [
-        ("m.jsonl", '{"audio": "a.wav", "text": "x"}\n\n{"audio": "b.wav", "text": "y"\n', r"m.jsonl:3: not valid JSON"),
+        ("m.jsonl", '{"audio": "a.wav", "text": "x"}\n\n{"audio": "b.wav"\n', r"m.jsonl:3: not valid JSON"),
         ("m.jsonl", '["a.wav", "x"]\n', r"m.jsonl:1: expected a JSON object, got list"),
         ("m.jsonl", '{"audio": "a.wav", "text": "  "}\n', r"m.jsonl:1: empty 'text'"),
         ("m.jsonl", '{"audio": 3, "text": "x"}\n', r"m.jsonl:1: 'audio' must be a string, got int"),

@@ -17,7 +17,7 @@ IS_PAIRS = [
     ("Hvað kostar miði til Akureyrar?", "hvað kostar miðinn til akureyrar"),
 ]
 EN_PAIRS = [
-    ("Good morning, my name is Jón and I live in Reykjavík.", "good morning my name is jón and i live in reykjavík"),
+    ("Good morning, my name is Jón from Reykjavík.", "good morning my name is jón from reykjavík"),
     ("What does a ticket to Akureyri cost on the bus tomorrow?", "What does a bus ticket to Akureyri cost tomorrow?"),
 ]
 
@@ -25,7 +25,8 @@ EN_PAIRS = [
 def test_normalise_strips_unicode_punctuation_and_keeps_icelandic_letters():
     assert normalise("ÁÉÍÓÚÝÐÞÆÖ áéíóúýðþæö") == "áéíóúýðþæö áéíóúýðþæö"
     # every P* category: „ “ (Ps, Pi) — (Pd) « » (Pi, Pf) … , % ¿ ¡ · (Po) ( ) [ ] (Ps, Pe) _ (Pc)
-    assert normalise("„Já,“ sagði hún — «nei!» … (3,5%) [x] ¿qué? ¡olé! a·b a_b") == "já sagði hún nei 35 x qué olé ab ab"
+    text = "„Já,“ sagði hún — «nei!» … (3,5%) [x] ¿qué? ¡olé! a·b a_b"
+    assert normalise(text) == "já sagði hún nei 35 x qué olé ab ab"
     # deleted, not replaced by a space
     assert normalise("Suður-Ameríka") == "suðurameríka"
     # symbols (S*) and digits stay
