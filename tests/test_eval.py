@@ -208,3 +208,43 @@ def test_table_deltas_and_model_specs():
     assert "| bf16 | 30.00 | 31.00 | 50.00 | n/a |" in lines
     assert "| q4 | 27.50 (-2.50) | 31.00 (+0.00) | 50.25 (+0.25) | 49.00 |" in lines
     assert lines[0] == "translation (en): 1 of 1 utterances scored"
+
+
+def test_progress_bar_over_utterances_on_a_terminal(manifest, small_hf):
+    """On a terminal, stderr shows a tqdm bar per model over the utterances run (the last state is
+    cleared when it closes), and the error line of the missing file is printed whole beside it."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # tqdm needs a width
+    chunks = []
+
+    def read():
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    args = [manifest, "--model", small_hf, "--dtype", "float32", "--batch-size", "3"]
+    cmd = [sys.executable, "-m", "mlx_kyutai_is", "eval", *map(str, args)]
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=slave, timeout=120)
+    os.close(slave)
+    reader.join(timeout=10)
+    os.close(master)
+    lines = b"".join(chunks).decode().replace("\r", "\n").splitlines()
+    assert r.returncode == 1
+    bars = [line for line in lines if line.startswith(f"{small_hf}:") and "/3 [" in line and "utt" in line]
+    assert bars and bars[0].split("|")[0].strip().endswith("0%"), lines  # counts utterances, from 0 of 3
+    error = "no such file (not scored)"
+    assert any(line.startswith("mlx-kyutai-is eval: error:") and line.endswith(error) for line in lines), lines
