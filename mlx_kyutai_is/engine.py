@@ -487,8 +487,8 @@ class LiveEngine:
         self._wake = threading.Event()
         self._closing = False
         self._stopped = threading.Event()
-        self._flushing: dict = {}  # EngineStream id -> (LiveStream, Future)
-        self._streams: set = set()
+        self._flushing: dict = {}  # EngineStream id -> (LiveStream, Future, utterance)
+        self._owners: dict = {}  # EngineStream id -> LiveStream
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="mlx-kyutai-is-engine", daemon=True)
         self._thread.start()
@@ -550,37 +550,32 @@ class LiveEngine:
         if s.closed and kind != "close":
             return
         e = self.engine
+        if kind in ("feed", "flush") and (s._current is None or s._current.finishing):
+            s._current = e.open(s.task, **s.options)  # the stream's next utterance
+            s._partials = {}
+            self._owners[s._current.id] = s
         if kind == "feed":
-            if s._current is None or s._current.finishing:
-                s._current = e.open(s.task, **s.options)
-                s._partials = {}
-                self._streams.add(s)
             e.feed(s._current, arg)
         elif kind == "flush":
-            if s._current is None or s._current.finishing:  # nothing fed: an empty utterance
-                s._current = e.open(s.task, **s.options)
-                self._streams.add(s)
             e.finish(s._current)
             self._flushing[s._current.id] = (s, arg, s.utterance)
             s.utterance += 1
         elif kind == "close":
-            for es_id, (owner, future, _) in list(self._flushing.items()):
+            for es_id, owner in list(self._owners.items()):
                 if owner is s:
-                    future.cancel()
-                    self._flushing.pop(es_id)
+                    if es_id in self._flushing:
+                        self._flushing.pop(es_id)[1].cancel()
                     if es_id in e.streams:
                         e.close(e.streams[es_id])
-            if s._current is not None:
-                e.close(s._current)
-                s._current = None
-            self._streams.discard(s)
+                    del self._owners[es_id]
+            s._current = None
 
     def _deliver(self):
         """Hand the new words, partials and finished utterances to their clients."""
         e = self.engine
         for es in list(e.streams.values()):
             entry = self._flushing.get(es.id)
-            owner = entry[0] if entry else next((s for s in self._streams if s._current is es), None)
+            owner = self._owners.get(es.id)
             if owner is None:
                 continue
             utt = entry[2] if entry else owner.utterance
@@ -595,6 +590,7 @@ class LiveEngine:
             if es.done and entry is not None:
                 transcripts = es.transcripts()
                 self._flushing.pop(es.id)
+                self._owners.pop(es.id)
                 e.close(es)
                 if owner._current is es:
                     owner._current = None
