@@ -130,6 +130,11 @@ class EngineStream:
         t = self.frames_read * self.frame_size / self.sample_rate - self.silence_prefix
         return float(min(max(t, 0.0), self.duration))
 
+    @property
+    def queued(self) -> int:
+        """Samples fed (or padding) not yet encoded."""
+        return len(self._queue)
+
     def take_words(self) -> list[Word]:
         words, self.words = self.words, []
         return words
@@ -323,7 +328,7 @@ class Engine:
 
     def _lm_step(self, ready: np.ndarray, audio: mx.array | None, extra=()):
         tokens, info = self.decoder.step(ready, audio)
-        mx.async_eval([*self.decoder._pending, *extra])
+        mx.async_eval([tokens, *self.decoder.state, *extra])
         self.steps += 1
         self.last_rows = len(info)
         self.rows_stepped += len(info)

@@ -156,7 +156,7 @@ class BatchJob:
             for i, entry in list(self._active.items()):
                 s, blocks = entry
                 try:
-                    while blocks is not None and len(s._queue) < ahead:
+                    while blocks is not None and s.queued < ahead:
                         block = next(blocks, None)
                         if block is None:
                             engine.finish(s)
