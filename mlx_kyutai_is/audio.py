@@ -176,7 +176,8 @@ def _parse_wav_header(stream) -> tuple["_WavHeader | None", bytes]:
 def _pcm_to_float(raw: bytes, h: _WavHeader) -> np.ndarray:
     """Little-endian WAV sample bytes -> float32 (frames, channels), scaled as libsndfile does."""
     if h.tag == _WAV_FLOAT:
-        x = np.frombuffer(raw, dtype="<f4" if h.bits == 32 else "<f8").astype(np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32 -> inf, cleaned with a warning
+            x = np.frombuffer(raw, dtype="<f4" if h.bits == 32 else "<f8").astype(np.float32)
     elif h.bits == 8:  # WAV 8-bit is unsigned
         x = (np.frombuffer(raw, dtype=np.uint8).astype(np.float32) - 128.0) / 128.0
     elif h.bits == 16:
@@ -341,7 +342,8 @@ def _downmix(x: np.ndarray) -> np.ndarray:
     """(frames, channels) -> (frames,) float32 by the mean; row-wise, so blockwise == whole."""
     if x.shape[1] == 1:
         return np.ascontiguousarray(x[:, 0], dtype=np.float32)
-    return x.mean(axis=1, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # huge samples: inf, cleaned by the caller
+        return x.mean(axis=1, dtype=np.float32)
 
 
 def iter_audio_blocks(file, block_seconds: float = BLOCK_SECONDS, sr: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
@@ -384,20 +386,26 @@ def _blocks(src, block_seconds: float, sr: int) -> Iterator[np.ndarray]:
     rs = None
     if src.samplerate != sr:  # stateful: blockwise output == one-shot soxr.resample, bit for bit
         rs = soxr.ResampleStream(src.samplerate, sr, 1, dtype="float32", quality=RESAMPLE_QUALITY)
-    seen = 0
+    seen = out = 0
     for x in src.blocks(n):
-        y = _downmix(clean(x, seen / src.samplerate))
+        at = seen / src.samplerate
+        y = _downmix(clean(x, at))
         seen += len(x)
         if rs is not None:
             y = rs.resample_chunk(y)
+        y = clean(y, at)  # huge finite samples can overflow float32 in the mean or the resampler
         if len(y):
+            out += len(y)
             yield y
     if seen == 0:
         raise AudioError(f"{src.name}: empty audio (zero length)")
     if rs is not None:
-        y = rs.resample_chunk(np.zeros(0, np.float32), last=True)
+        y = clean(rs.resample_chunk(np.zeros(0, np.float32), last=True), seen / src.samplerate)
+        out += len(y)
         if len(y):
             yield y
+    if out == 0:  # e.g. one frame at 192 kHz
+        raise AudioError(f"{src.name}: empty audio ({seen} frames at {src.samplerate} Hz, not one sample at {sr} Hz)")
 
 
 def load_audio(file, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -555,7 +563,8 @@ def read_preprocessor_config(model_dir) -> dict:
     Raises
     ------
     ConfigError
-        A file that exists but is not valid JSON, or a value that is not a non-negative number.
+        A file that exists but is not valid JSON, a padding value that is not a non-negative number,
+        or a sampling_rate that is not a positive integer.
     """
     model_dir = Path(model_dir)
     found, source = None, None
@@ -584,7 +593,9 @@ def read_preprocessor_config(model_dir) -> dict:
             raise ConfigError(f"{source}: {key} must be a non-negative number, got {v!r}")
         out[key] = float(v)
     rate = found.get("sampling_rate")
-    out["sampling_rate"] = int(rate) if isinstance(rate, (int, float)) and not isinstance(rate, bool) else None
+    if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0):
+        raise ConfigError(f"{source}: sampling_rate must be a positive integer, got {json.dumps(rate)[:40]}")
+    out["sampling_rate"] = rate
     return out
 
 

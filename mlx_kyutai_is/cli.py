@@ -310,6 +310,7 @@ class _Input:
 
     def __init__(self, index: int, file: str, writer, tasks):
         self.index, self.file = index, file
+        self.label = "<stdin>" if file == "-" else file  # how messages name it
         self.name = "stdin" if file == "-" else Path(file).stem
         self.paths = writer.paths(self.name, tasks)
         self.partial_paths = writer.paths(f"{self.name}.partial", tasks)  # an interrupted run's
@@ -387,7 +388,7 @@ def cmd_transcribe(args) -> int:
 
     stt = _load(args)  # errors here are the model's: one line naming it, never blamed on a file
     out = _Stdout()
-    label = {x.index: x.file for x in todo}
+    label = {x.index: x.label for x in todo}
 
     def on_words(i, words):
         for w in words:
@@ -407,7 +408,21 @@ def cmd_transcribe(args) -> int:
                 bar.total = round(total, 1)
             bar.update(round(done, 1) - bar.n)
 
-    finished, stopped, crashed = set(), None, None
+    def save(item) -> bool:
+        """Write one input's complete transcript; False (reported) if some file could not be."""
+        x = todo[item.index]
+        try:
+            writer(item.result, x.name)
+        except WriteError as e:  # the text is on stdout already: say what is missing
+            reason = e.failed[0][1].strerror or e.failed[0][1]
+            missing = ", ".join(str(p) for p, _ in e.failed)
+            _error(f"{x.label}: transcribed, but {missing} could not be written ({reason})")
+            return False
+        for p in x.partial_paths:  # a complete transcript replaces an interrupted run's
+            p.unlink(missing_ok=True)
+        return True
+
+    finished, saving, stopped, crashed = set(), None, None, None
     job = stt.transcribe_iter(
         [x.file for x in todo],
         task=args.task,
@@ -418,22 +433,18 @@ def cmd_transcribe(args) -> int:
     try:
         for item in job:
             x = todo[item.index]
-            finished.add(item.index)
             if item.error is not None:
+                finished.add(item.index)
                 _report(item.error, x.file, debug)
                 failed += 1
                 continue
             if not args.verbose:
-                for line in _result_lines(item.result, x.file if several else None):
+                for line in _result_lines(item.result, x.label if several else None):
                     out.print(line)
-            try:
-                writer(item.result, x.name)
-            except WriteError as e:  # the text is on stdout already; say what is missing
-                _error(e, prefix=f"{x.file}: transcribed, but ")
-                failed += 1
-                continue
-            for p in x.partial_paths:  # a complete transcript replaces an interrupted run's
-                p.unlink(missing_ok=True)
+            saving = item
+            failed += not save(item)
+            finished.add(item.index)
+            saving = None
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`)
         stopped = e
     except Exception as e:  # the model failed: not an error of any one file
@@ -457,11 +468,14 @@ def cmd_transcribe(args) -> int:
             _error(crashed, prefix="transcription failed: ")
         else:
             print(f"{PROG}: {what}", file=sys.stderr, flush=True)
+        if saving is not None:  # stopped while its files were being written: finish them
+            save(saving)
+            finished.add(saving.index)
         partial = _save_partials(job, todo, writer, out)
-        left = [x.file for x in todo if x.index not in finished and x.index not in partial]
+        left = [x for x in todo if x.index not in finished and x.index not in partial]
         if left:
-            _note(f"not transcribed: {', '.join(left)}")
-        if partial or left:
+            _note(f"not transcribed: {', '.join(x.label for x in left)}")
+        if any(todo[i].file != "-" for i in partial) or any(x.file != "-" for x in left):
             _note("run the same command with --skip-existing to do only what is left")
     if crashed is not None:
         return 1
@@ -488,11 +502,11 @@ def _save_partials(job, todo, writer, out) -> set:
         try:
             paths = writer(item.result, f"{x.name}.partial")
         except WriteError as e:
-            _error(e, prefix=f"{x.file}: partial transcript not saved: ")
-            for line in _result_lines(item.result, x.file):
+            _error(e, prefix=f"{x.label}: partial transcript not saved: ")
+            for line in _result_lines(item.result, x.label):
                 out.print(line)
             continue
-        _note(f"{x.file}: stopped after {seconds:.1f} s of audio; partial transcript in {', '.join(map(str, paths))}")
+        _note(f"{x.label}: stopped after {seconds:.1f} s of audio; partial transcript in {', '.join(map(str, paths))}")
     return done
 
 

@@ -310,16 +310,19 @@ def get_writer(output_format: str, output_dir: str | Path = ".", **options) -> "
 
 
 def is_complete(path: str | Path) -> bool:
-    """True if `path` is a whole output of these writers, not one cut short: it exists and ends
-    with the newline every writer ends with (an srt without cues is empty); a .json parses and
-    is not marked ``partial`` (what `--skip-existing` trusts)."""
+    """True if `path` looks like a whole output of these writers, not one cut short: it exists
+    and ends as the writers end files (a newline; srt/vtt a blank line, and an srt without cues
+    is empty); a .json parses and is not marked ``partial`` (what `--skip-existing` trusts).
+    Files written here are atomic anyway; this guards against older or foreign ones."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError:
         return False
-    if not data.endswith(b"\n"):
-        return path.suffix == ".srt" and not data  # an srt without cues is empty
+    if path.suffix == ".srt" and not data:  # an srt without cues is empty
+        return True
+    if not data.endswith(b"\n\n" if path.suffix in (".srt", ".vtt") else b"\n"):  # cues end with a blank line
+        return False
     if path.suffix == ".json":
         try:
             d = json.loads(data.decode("utf-8"))

@@ -170,3 +170,44 @@ def read_wav(path):
 
 def hf_config(path):
     return json.loads((Path(path) / "config.json").read_text())
+
+
+# Subtitle files parsed back (shared by the writer and CLI tests).
+SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
+VTT_TIME = r"(\d\d):(\d\d):(\d\d)\.(\d\d\d)"
+
+
+def _seconds(h, m, s, ms):
+    return round(int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000, 3)
+
+
+def parse_srt(text):
+    """[(index, start, end, text)] from an srt file; fails on any malformed block."""
+    import re
+
+    cues = []
+    for block in text.strip().split("\n\n") if text.strip() else []:
+        lines = block.split("\n")
+        m = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", lines[1])
+        assert m, f"bad srt timing line {lines[1]!r}"
+        g = m.groups()
+        assert len(lines) >= 3, block
+        cues.append((int(lines[0]), _seconds(*g[:4]), _seconds(*g[4:]), "\n".join(lines[2:])))
+    assert [c[0] for c in cues] == list(range(1, len(cues) + 1))
+    return cues
+
+
+def parse_vtt(text):
+    """[(start, end, text)] from a WebVTT file."""
+    import re
+
+    head, _, body = text.partition("\n\n")
+    assert head == "WEBVTT"
+    cues = []
+    for block in body.strip().split("\n\n") if body.strip() else []:
+        lines = block.split("\n")
+        m = re.fullmatch(f"{VTT_TIME} --> {VTT_TIME}", lines[0])
+        assert m, f"bad vtt timing line {lines[0]!r}"
+        g = m.groups()
+        cues.append((_seconds(*g[:4]), _seconds(*g[4:]), "\n".join(lines[1:])))
+    return cues

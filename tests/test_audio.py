@@ -517,3 +517,60 @@ def test_wav_writer_survives_kill(tmp_path):
     assert r.returncode == -9
     y = load_audio(p)
     assert len(y) == 19200 and np.allclose(y, 0.25, atol=1e-4)
+
+
+# --------------------------------------------------------------------------------------------
+# Property: no input makes the no-seek reader (stdin, pipes, file objects) fail with anything
+# but its one-line AudioError.
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def _riff(tag, channels, rate, bits, align, data_size, payload, extra=b"", riff_size=None):
+    fmt = struct.pack("<HHIIHH", tag, channels, rate, rate * align & 0xFFFFFFFF, align, bits)
+    body = b"WAVE" + extra + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", data_size) + payload
+    return b"RIFF" + struct.pack("<I", len(body) if riff_size is None else riff_size) + body
+
+
+u16, u32 = st.integers(0, 0xFFFF), st.integers(0, 0xFFFFFFFF)
+headers = st.builds(
+    _riff,
+    tag=st.sampled_from([1, 3, 0xFFFE, 2]) | u16,
+    channels=st.sampled_from([0, 1, 2, 6, 65535]) | u16,
+    rate=st.sampled_from([0, 1, 8000, 24000, 44100, 0xFFFFFFFF]) | u32,
+    bits=st.sampled_from([0, 8, 16, 24, 32, 64, 12]) | u16,
+    align=st.sampled_from([0, 1, 2, 3, 4, 8]) | u16,
+    data_size=st.sampled_from([0, 1, 2, 3, 0x7FFFF000, 0xFFFFFFFF]) | u32,
+    payload=st.binary(max_size=600),
+    extra=st.sampled_from([b"", b"LIST\x04\x00\x00\x00abcd", b"junk\xff\xff\xff\xff", b"odd \x01\x00\x00\x00x\x00"]),
+    riff_size=st.none() | u32,
+)
+# Headers libsndfile and the stream reader accept (align = channels * bits / 8), with any rate,
+# payload and data size: the stream reader's own paths, not only its refusals.
+consistent = st.tuples(
+    st.sampled_from([(1, 8), (1, 16), (1, 24), (1, 32), (3, 32), (3, 64), (0xFFFE, 16)]),
+    st.integers(1, 2) | st.integers(3, 8) | st.sampled_from([64, 8191]),
+    st.sampled_from([1, 8000, 16000, 24000, 48000, 192000]) | st.integers(1, 1 << 20),
+    st.sampled_from([0, 0xFFFFFFFF, 0x7FFFF000]) | st.integers(0, 4000),
+    st.binary(max_size=4000) | st.binary(min_size=256, max_size=4000),
+).map(lambda t: _riff(t[0][0], t[1], t[2], t[0][1], t[1] * t[0][1] // 8, t[3], t[4]))
+streams = consistent | headers | st.binary(max_size=800) | consistent.map(lambda b: b[: len(b) // 2])
+
+
+@settings(max_examples=400, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=streams, block=st.sampled_from([0.005, 0.1, 1.0]))
+def test_stream_reader_fails_only_with_its_one_line_error(data, block):
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no stray numpy/soundfile warnings either
+            warnings.simplefilter("ignore", AudioWarning)  # repairs are allowed
+            blocks = list(iter_audio_blocks(io.BytesIO(data), block_seconds=block))
+    except AudioError as e:
+        msg = str(e)
+        assert msg.startswith("<stdin>: ") and "\n" not in msg, msg
+        return
+    assert blocks and all(b.dtype == np.float32 and b.ndim == 1 and len(b) for b in blocks)
+    assert all(np.isfinite(b).all() for b in blocks)

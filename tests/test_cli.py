@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from test_writers import parse_srt, parse_vtt
+from checkpoints import parse_srt, parse_vtt
 
 ROOT = Path(__file__).parents[1]
 PROG = "mlx-kyutai-is"

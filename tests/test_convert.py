@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlx.core as mx
@@ -467,6 +468,79 @@ def test_convert_refuses_existing_output(hf, out, tmp_path):
     with pytest.raises(ModelLoadError, match="already quantized"):
         load_model(out["q4"], quantize={"bits": 8})
     assert load_model(out["q4"], quantize={"bits": 4, "group_size": 64}).args.quantization["bits"] == 4
+
+
+# --------------------------------------------------------------------------------------------
+# --force: the old model stays loadable until the new one is complete
+
+
+def _convert_cmd(src, dst, *extra):
+    return [sys.executable, "-m", "mlx_kyutai_is.convert", "--hf-path", str(src), "--mlx-path", str(dst), *extra]
+
+
+def _no_temps(parent: Path):
+    return [p.name for p in parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_force_keeps_other_files_and_replaces_the_model(hf, out, tmp_path, tokens):
+    dst = tmp_path / "model"
+    shutil.copytree(out["q4"], dst)
+    (dst / "notes.md").write_text("mine")
+    (dst / "model-00001-of-00002.safetensors").write_bytes(b"stale shard")  # a model file: goes
+    convert(str(hf), str(dst), force=True, quantize=True, q_bits=8)
+    assert (dst / "notes.md").read_text() == "mine"
+    assert not (dst / "model-00001-of-00002.safetensors").exists()
+    assert load_model(dst).args.quantization["bits"] == 8
+    assert _no_temps(tmp_path)
+
+
+def test_failed_force_leaves_the_old_model(hf, out, tmp_path, tokens):
+    """A convert --force that fails while writing (a full disk, here a file-size limit that the
+    weights exceed) leaves the old model as it was, loadable, and nothing else behind."""
+    import resource
+    import signal
+
+    dst = tmp_path / "model"
+    shutil.copytree(out["q4"], dst)
+    before = {f.name: f.read_bytes() for f in dst.iterdir()}
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))  # the float weights need ~19 MB
+
+    p = subprocess.run(_convert_cmd(hf, dst, "--force"), capture_output=True, text=True, timeout=120,
+                       preexec_fn=limit)
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
+    assert {f.name: f.read_bytes() for f in dst.iterdir()} == before
+    assert _no_temps(tmp_path)
+    assert_array_equal(logits(load_model(dst), tokens), logits(load_model(out["q4"]), tokens))
+
+
+def test_interrupted_force_leaves_a_loadable_model(hf, out, tmp_path, tokens):
+    """SIGKILL and SIGINT at several moments after "Saving": the directory always loads, as the old
+    model or the complete new one."""
+    import signal
+
+    dst = tmp_path / "model"
+    shutil.copytree(out["q4"], dst)
+    old, new = logits(load_model(out["q4"]), tokens), logits(load_model(hf), tokens)
+    seen = set()
+    for sig, delay in [(signal.SIGKILL, 0.0), (signal.SIGINT, 0.0), (signal.SIGKILL, 0.3)]:
+        p = subprocess.Popen(_convert_cmd(hf, dst, "--force"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        for line in p.stdout:
+            if line.startswith("[INFO] Saving"):
+                break
+        time.sleep(delay)
+        p.send_signal(sig)
+        p.communicate(timeout=60)
+        got = logits(load_model(dst), tokens)
+        assert np.array_equal(got, old) or np.array_equal(got, new), (sig, delay)
+        seen.add(np.array_equal(got, new))
+        if sig == signal.SIGINT and p.returncode == 130:
+            assert _no_temps(tmp_path)  # an interrupted convert cleans up after itself
+    assert False in seen  # some stop landed before the swap, and the old model survived it
 
 
 # --------------------------------------------------------------------------------------------

@@ -307,3 +307,72 @@ def test_mic_command_sigterm(tmp_path, ckpt, wav):
     assert 0.5 * SR < len(rec) < len(audio)  # stopped in the middle
     assert len(rec) % FRAME == 0  # whole frames, as captured
     np.testing.assert_allclose(rec, audio[: len(rec)], atol=1 / 32768)
+
+
+def test_outputs_into_missing_dirs_and_recording_formats(tmp_path, ckpt, wav):
+    """`-o` and `--save-audio` into directories that do not exist yet are created (as transcribe
+    -o does); the recording's format is the one its extension names."""
+    out, rec = tmp_path / "new" / "deeper" / "t.srt", tmp_path / "rec" / "r.flac"
+    p = cli("mic", "--model", ckpt, "--input-file", wav, "--unpaced", "-o", out, "--save-audio", rec)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert out.read_text(encoding="utf-8").startswith("1\n")
+    info = sf.info(str(rec))
+    assert info.format == "FLAC" and info.frames == len(read_wav(wav))
+    np.testing.assert_allclose(sf.read(str(rec), dtype="float32")[0], read_wav(wav), atol=1 / 32768)
+    assert sorted(p.name for p in rec.parent.iterdir()) == ["r.flac"]  # the part file was renamed
+
+
+@pytest.mark.parametrize("fmt, subtype", [("wav", "PCM_16"), ("ogg", "VORBIS")])
+def test_recording_formats_in_process(tmp_path, wav, fmt, subtype):
+    rec = tmp_path / f"rec.{fmt}"
+    run_mic(FakeSTT(), "is", FileSource(wav, paced=False), save_audio=rec, display=quiet_display()[0],
+            log=io.StringIO())
+    info = sf.info(str(rec))
+    assert info.subtype == subtype and info.frames == len(read_wav(wav))
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (lambda d, wav: ["--save-audio", d / "rec.mp3"], ["rec.mp3: unsupported audio format .mp3", ".wav, .flac, .ogg"]),
+        (lambda d, wav: ["--save-audio", d / "rec"], ["rec: no extension"]),
+        (lambda d, wav: ["--save-audio", wav], [": is the input"]),
+        (lambda d, wav: ["-o", d / "notes.docx"], ["unsupported transcript format .docx"]),
+    ],
+)
+def test_bad_outputs_refused_before_the_model_loads(tmp_path, wav, args, needles):
+    """The model path is bogus: each error comes first, one line, and nothing is written."""
+    before = Path(wav).read_bytes()
+    p = cli("mic", "--model", tmp_path / "no-model", "--input-file", wav, *args(tmp_path, wav))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mlx-kyutai-is: error: "), err
+    for n in needles:
+        assert n in lines[0], err
+    assert "no-model" not in err
+    assert Path(wav).read_bytes() == before and list(tmp_path.iterdir()) == []
+
+
+def test_kill_9_keeps_the_old_files_and_the_audio_so_far(tmp_path, ckpt, wav):
+    """SIGKILL mid-session: the recording and transcript of an earlier session are untouched (the
+    new ones grow under part names, renamed only at the end), and the part recording is a
+    valid WAV of what was heard."""
+    rec, txt = tmp_path / "rec.wav", tmp_path / "t.txt"
+    sf.write(rec, np.zeros(100, np.float32), SR, subtype="PCM_16")
+    txt.write_text("an earlier session\n")
+    old_rec = rec.read_bytes()
+    p = cli("mic", "--model", ckpt, "--input-file", wav, "-o", txt, "--save-audio", rec)
+    for line in p.stderr:
+        if line.startswith("listening"):
+            break
+    time.sleep(1.5)
+    p.kill()
+    p.communicate(timeout=30)
+    assert rec.read_bytes() == old_rec and txt.read_text() == "an earlier session\n"
+    part = tmp_path / f"rec.part-{p.pid}.wav"
+    audio = read_wav(part)
+    assert 0.5 * SR < len(audio) < len(read_wav(wav))
+    np.testing.assert_allclose(audio, read_wav(wav)[: len(audio)], atol=1 / 32768)
+    assert (tmp_path / f"t.part-{p.pid}.txt").exists()

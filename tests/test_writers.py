@@ -1,48 +1,14 @@
-"""Writers: files parsed back with small srt/vtt parsers written here, timestamps, bilingual names."""
+"""Writers: files parsed back (srt/vtt parsers in checkpoints.py), timestamps, bilingual names, cues
+clamped to the audio, the partial flag, completeness checks, and writes that fail."""
 
 import json
-import re
 
 import pytest
+from checkpoints import parse_srt, parse_vtt
 
-from mlx_kyutai_is.decoding import Word
-from mlx_kyutai_is.decoding import Transcript
-from mlx_kyutai_is.writers import build_cues, format_timestamp, get_writer
-
-SRT_TIME = r"(\d\d):(\d\d):(\d\d),(\d\d\d)"
-VTT_TIME = r"(\d\d):(\d\d):(\d\d)\.(\d\d\d)"
-
-
-def _seconds(h, m, s, ms):
-    return round(int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000, 3)
-
-
-def parse_srt(text):
-    """[(index, start, end, text)] from an srt file; fails on any malformed block."""
-    cues = []
-    for block in text.strip().split("\n\n") if text.strip() else []:
-        lines = block.split("\n")
-        m = re.fullmatch(f"{SRT_TIME} --> {SRT_TIME}", lines[1])
-        assert m, f"bad srt timing line {lines[1]!r}"
-        g = m.groups()
-        assert len(lines) >= 3, block
-        cues.append((int(lines[0]), _seconds(*g[:4]), _seconds(*g[4:]), "\n".join(lines[2:])))
-    assert [c[0] for c in cues] == list(range(1, len(cues) + 1))
-    return cues
-
-
-def parse_vtt(text):
-    """[(start, end, text)] from a WebVTT file."""
-    head, _, body = text.partition("\n\n")
-    assert head == "WEBVTT"
-    cues = []
-    for block in body.strip().split("\n\n") if body.strip() else []:
-        lines = block.split("\n")
-        m = re.fullmatch(f"{VTT_TIME} --> {VTT_TIME}", lines[0])
-        assert m, f"bad vtt timing line {lines[0]!r}"
-        g = m.groups()
-        cues.append((_seconds(*g[:4]), _seconds(*g[4:]), "\n".join(lines[1:])))
-    return cues
+from mlx_kyutai_is import atomic
+from mlx_kyutai_is.decoding import Transcript, Word
+from mlx_kyutai_is.writers import WriteError, build_cues, format_timestamp, get_writer, is_complete
 
 
 def make_transcript(spec, task="is", duration=None):
@@ -161,3 +127,80 @@ def test_vtt_escapes_arrow(tmp_path):
 def test_unknown_format():
     with pytest.raises(ValueError, match="unknown output format"):
         get_writer("docx", ".")
+
+
+def test_last_cue_never_ends_after_the_audio(tmp_path):
+    # words dated at the very end of the audio (the stream clamps times to it) used to get a
+    # 0.5 s display time past the end
+    tr = make_transcript([("a", 0.5, 0.9), ("b.", 1.0, 1.0), ("c", 2.0, 2.0)], duration=2.0)
+    for fmt, parse in [("srt", lambda t: [c[1:] for c in parse_srt(t)]), ("vtt", parse_vtt)]:
+        get_writer(fmt, tmp_path)(tr, "end")
+        cues = parse((tmp_path / f"end.{fmt}").read_text())
+        assert cues == [(0.5, 1.0, "a b."), (1.999, 2.0, "c")]
+    (cue,) = build_cues(make_transcript([("x", 2.0, 2.0)]).words, max_end=3.0)
+    assert (cue.start, cue.end) == (2.0, 2.5)  # an instant word inside the audio keeps its 0.5 s
+
+
+def test_partial_flag_and_is_complete(tmp_path):
+    tr = make_transcript(SPEC)
+    paths = get_writer("all", tmp_path)(tr, "done")
+    assert all(is_complete(p) for p in paths)
+    assert "partial" not in json.loads((tmp_path / "done.json").read_text())
+    tr.partial = True
+    get_writer("json", tmp_path)(tr, "cut")
+    assert json.loads((tmp_path / "cut.json").read_text())["partial"] is True
+    assert not is_complete(tmp_path / "cut.json")  # --skip-existing redoes an interrupted file
+    # a truncated file (as a non-atomic writer killed mid-write leaves) is not complete
+    for p in paths:
+        data = p.read_bytes()
+        for cut in (data[:-1], data[: len(data) // 2]) if p.suffix == ".json" else (data[:-1],):
+            p.write_bytes(cut)
+            assert not is_complete(p), (p, cut)
+    assert not is_complete(tmp_path / "missing.txt")
+    get_writer("srt", tmp_path)(make_transcript([], duration=1.0), "silent")
+    assert (tmp_path / "silent.srt").read_bytes() == b"" and is_complete(tmp_path / "silent.srt")
+
+
+def test_paths_match_what_is_written(tmp_path):
+    tr = make_transcript(SPEC)
+    for fmt in ("txt", "all"):
+        w = get_writer(fmt, tmp_path / fmt)
+        (tmp_path / fmt).mkdir()
+        assert w(tr, "a") == w.paths("a", ["is"])
+        assert w({"is": tr, "en": tr}, "b") == w.paths("b", ["is", "en"])
+
+
+def test_failed_writes_leave_old_files_and_write_the_rest(tmp_path, monkeypatch):
+    """A disk that fills up mid-write (ENOSPC injected into the writes of .json and .vtt): those
+    keep their previous contents, no temporary file is left, the other formats are written,
+    and one WriteError names the two files that were not."""
+    import errno
+
+    for ext in ("txt", "srt", "vtt", "json"):
+        (tmp_path / f"t.{ext}").write_text("old\n")
+    real = atomic.atomic_open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, s):
+            self.f.write(s[: len(s) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    from contextlib import contextmanager
+
+    @contextmanager
+    def failing(path, mode="w", encoding="utf-8"):
+        with real(path, mode, encoding=encoding) as f:
+            yield Full(f) if str(path).endswith((".json", ".vtt")) else f
+
+    monkeypatch.setattr("mlx_kyutai_is.writers.atomic_open", failing)
+    with pytest.raises(WriteError) as e:
+        get_writer("all", tmp_path)(make_transcript(SPEC), "t")
+    assert sorted(p.name for p, _ in e.value.failed) == ["t.json", "t.vtt"]
+    assert sorted(p.name for p in e.value.written) == ["t.srt", "t.txt"]
+    assert "No space left on device" in str(e.value) and "\n" not in str(e.value)
+    assert (tmp_path / "t.json").read_text() == "old\n" and (tmp_path / "t.vtt").read_text() == "old\n"
+    assert (tmp_path / "t.txt").read_text() == make_transcript(SPEC).text + "\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.json", "t.srt", "t.txt", "t.vtt"]
