@@ -371,3 +371,39 @@ def test_zero_length_file_and_debug_traceback(tmp_path, clips):
     p = run("--debug", "transcribe", zero, tmp_path / "missing.wav", "--model", tmp_path / "no-model", "-o", tmp_path)
     assert p.stderr.count("Traceback") == 2, p.stderr
     assert f"{zero}: empty file" in p.stderr and "missing.wav: no such file" in p.stderr
+
+
+# The model failing in the middle of a batch (injected: the engine's 15th step raises).
+MODEL_FAILS = """
+import sys
+from mlx_kyutai_is import engine
+
+real, calls = engine.Engine.step, [0]
+
+
+def step(self):
+    calls[0] += 1
+    if calls[0] == 15:
+        raise RuntimeError("[metal::malloc] out of device memory")
+    return real(self)
+
+
+engine.Engine.step = step
+from mlx_kyutai_is.cli import main
+sys.exit(main())
+"""
+
+
+def test_model_failure_is_not_an_audio_files_error(tmp_path, small_hf, clips):
+    """A failure of the model is reported once, as the model's, not as an error of the file being
+    decoded; what was decoded is saved as partial and the files not done are named."""
+    p = run("transcribe", clips["long"], clips["a"], "--model", small_hf, "-b", "1", "-f", "json", "-o", tmp_path,
+            code=MODEL_FAILS)
+    assert p.returncode == 1, p.stderr
+    line = one_error_line(p.stderr)
+    assert line == f"{PROG}: error: transcription failed: RuntimeError: [metal::malloc] out of device memory " \
+                   "(--debug shows the traceback)", line
+    assert visible(tmp_path) == ["long.partial.json"]
+    assert f"not transcribed: {clips['a']}" in p.stderr
+    p = run("--debug", "transcribe", clips["long"], "--model", small_hf, "-o", tmp_path / "d", code=MODEL_FAILS)
+    assert "Traceback" in p.stderr and "out of device memory" in p.stderr and p.returncode == 1
