@@ -526,12 +526,15 @@ def prepare_array(x, sr_in: int | None = None, sr: int = SAMPLE_RATE, allow_empt
     else:
         a = a.astype(np.float32)  # always a copy: callers keep their array
     a = a.reshape(len(a), -1)
-    y = _downmix(_Cleaner("audio array")(a))
-    if sr_in is not None and sr_in != sr:
-        if sr_in <= 0:
-            raise AudioError(f"audio array: invalid sample rate {sr_in}")
-        y = soxr.resample(y, sr_in, sr, quality=RESAMPLE_QUALITY)
-    return np.ascontiguousarray(y, dtype=np.float32)
+    clean = _Cleaner("audio array")
+    with np.errstate(over="ignore", invalid="ignore"):
+        y = _downmix(clean(a))
+        if sr_in is not None and sr_in != sr:
+            if sr_in <= 0:
+                raise AudioError(f"audio array: invalid sample rate {sr_in}")
+            y = soxr.resample(y, sr_in, sr, quality=RESAMPLE_QUALITY)
+    # Huge finite samples can overflow to inf in the mean or the resampler: clean again.
+    return np.ascontiguousarray(clean(y), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -140,7 +140,9 @@ class EngineStream:
         return words
 
     def transcripts(self, partial: bool = False) -> dict[str, Transcript]:
-        return {t: a.transcript(self.duration, partial) for t, a in self.assemblers.items()}
+        """Each task's transcript; a partial one covers the audio decoded so far (`audio_time`)."""
+        duration = self.audio_time if partial else self.duration
+        return {t: a.transcript(duration, partial) for t, a in self.assemblers.items()}
 
 
 class Engine:

@@ -163,27 +163,33 @@ class BatchJob:
                             entry[1] = blocks = None
                         else:
                             engine.feed(s, block)
-                            self._done_s += len(block) / rate
                 except Exception as e:
                     engine.close(s)
                     del self._active[i]
                     yield BatchItem(i, self.inputs[i], error=e)
             if not engine.step():
                 engine.drain()
-            self._collect()
-            for i, (s, _) in list(self._active.items()):
-                if s.done:
-                    del self._active[i]
-                    engine.close(s)
-                    yield BatchItem(i, self.inputs[i], result=self._result(s))
+            self._collect_words()
+            finished = [(i, s) for i, (s, _) in self._active.items() if s.done]
+            for i, s in finished:
+                del self._active[i]
+                self._done_s += s.duration
+                engine.close(s)
+            self._report_progress()
+            for i, s in finished:
+                yield BatchItem(i, self.inputs[i], result=self._result(s))
 
-    def _collect(self):
+    def _collect_words(self):
         for i, (s, _) in self._active.items():
             words = s.take_words()
             if words and self.on_words is not None:
                 self.on_words(i, words)
+
+    def _report_progress(self):
         if self._progress is not None:
-            self._progress(self._done_s, self._total)
+            # Audio decoded: inputs done, and what the model has read of those in progress.
+            done = self._done_s + sum(s.audio_time for s, _ in self._active.values())
+            self._progress(done, self._total)
 
     def partials(self) -> list[BatchItem]:
         """What each input in progress decoded so far (pending words closed), marked partial."""
