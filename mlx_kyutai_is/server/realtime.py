@@ -20,7 +20,8 @@ commits (``turn_detection`` is reported as null).
 
 Our additions, which OpenAI's clients ignore: every delta/completed event names its ``language``
 (``is``/``en``), a delta carries the word's ``start``/``end`` (seconds into the utterance) and the
-``audio_time`` the engine had read when the word came out; with ``"include":
+``audio_time`` the engine had read when the word came out, a completed event the ``duration`` of
+audio the transcript covers; with ``"include":
 ["item.input_audio_transcription.partial"]`` in the session, ``...partial`` events carry the words
 still being decided (``text``) whenever they change.
 """
@@ -435,9 +436,15 @@ class RealtimeSession:
                     out.append(
                         self.event(f"{TRANSCRIPTION}.delta", item_id=item.id, content_index=0, delta=rest, language=task)
                     )
+                duration = round(float(transcript.duration), 3) if transcript is not None else None
                 out.append(
                     self.event(
-                        f"{TRANSCRIPTION}.completed", item_id=item.id, content_index=0, transcript=text, language=task
+                        f"{TRANSCRIPTION}.completed",
+                        item_id=item.id,
+                        content_index=0,
+                        transcript=text,
+                        language=task,
+                        duration=duration,
                     )
                 )
             del row.items[ev.utterance]
