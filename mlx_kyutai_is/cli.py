@@ -15,12 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import DEFAULT_MODEL
+from .errors import DEBUG_ENV, one_line
 from .transcribe import DEFAULT_BATCH_SIZE
 
 PROG = "mlx-kyutai-is"
 TASKS = ("is", "en", "both")
 FORMATS = ("txt", "srt", "vtt", "json", "all")
-DEBUG_ENV = "MLX_KYUTAI_IS_DEBUG"
 # Commands that own their argument parsing: mlx_kyutai_is.<name>.main(argv).
 DELEGATED = ("convert", "bench", "serve", "eval")
 
@@ -556,28 +556,10 @@ def _delegate(command: str, argv: list[str]) -> int:
 # Errors and warnings: one line each
 
 
-def _raised_by_package(e: BaseException) -> bool:
-    """True if the package's own code raised `e` (its message was written for users)."""
-    if type(e).__module__.startswith("mlx_kyutai_is"):
-        return True
-    tb = e.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is not None and Path(tb.tb_frame.f_code.co_filename).parent == Path(__file__).parent
-
-
 def _error(e: BaseException | str, prefix: str = ""):
     """One line on stderr. Errors raised by the package and OS errors carry messages written for
     users; anything else (a bug) also names its type, and --debug shows its traceback."""
-    if isinstance(e, BaseException):
-        lines = str(e).strip().splitlines()
-        msg = lines[0] if lines else ""
-        if isinstance(e, OSError) and e.filename is not None:
-            msg = f"{e.filename}: {e.strerror or msg}"
-        elif not (_raised_by_package(e) or isinstance(e, OSError)) or not msg:
-            msg = f"{type(e).__name__}: {msg} (--debug shows the traceback)" if msg else type(e).__name__
-    else:
-        msg = e
+    msg = one_line(e, hint=" (--debug shows the traceback)") if isinstance(e, BaseException) else e
     print(f"{PROG}: error: {prefix}{msg}", file=sys.stderr, flush=True)
 
 

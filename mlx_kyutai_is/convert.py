@@ -20,6 +20,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from .atomic import make_temp_dir, replace_dir
+from .errors import run_command
 from .utils import (
     DTYPES,
     INDEX_NAME,
@@ -42,7 +43,6 @@ COPY_PATTERNS = [
     "processor_config.json",
     "generation_config.json",
 ]
-DEBUG_ENV = "MLX_KYUTAI_IS_DEBUG"
 
 
 def _mb(n: int) -> str:
@@ -226,20 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry; returns the exit status (errors: one line on stderr, status 1)."""
     parser = configure_parser()
     args = parser.parse_args(argv)
-    try:
-        convert(**vars(args))
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        msg = (str(e).strip().splitlines() or [""])[0]
-        if not type(e).__module__.startswith("mlx_kyutai_is") and not isinstance(e, OSError):
-            msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-        print(f"{parser.prog}: error: {msg}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    return run_command(parser.prog, lambda: convert(**vars(args)) and None)
 
 
 if __name__ == "__main__":

@@ -29,15 +29,14 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import run_command
 from .transcribe import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 
 PROG = "mlx-kyutai-is eval"
-DEBUG_ENV = "MLX_KYUTAI_IS_DEBUG"
 TASKS = ("is", "en", "both")
 DTYPES = ("float32", "bfloat16", "float16")
 # The model card's figures (bf16, 100 clips of a filtered subset of the Samrómur test split).
@@ -508,21 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     failed utterance is reported and counted, and makes the status 1 once the report is out)."""
     parser = configure_parser()
     args = parser.parse_args(argv)
-    try:
-        return run(args)
-    except KeyboardInterrupt:
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        msg = (str(e).strip().splitlines() or [""])[0]
-        if not type(e).__module__.startswith("mlx_kyutai_is") and not isinstance(e, OSError):
-            msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-        elif isinstance(e, OSError) and e.filename is not None:
-            msg = f"{e.filename}: {e.strerror or msg}"
-        print(f"{parser.prog}: error: {msg}", file=sys.stderr, flush=True)
-        return 1
+    return run_command(parser.prog, lambda: run(args))
 
 
 if __name__ == "__main__":

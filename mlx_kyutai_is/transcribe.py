@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 # This module is imported by `import mlx_kyutai_is` (so that the package's `transcribe` stays the
 # function, not this submodule): it must stay light, everything heavy is imported where used.
 if TYPE_CHECKING:
-    from .decoding import Transcript, Word
     from .engine import LiveEngine
     from .stream import Stream
     from .watchdog import StallWatchdog
