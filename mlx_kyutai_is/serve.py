@@ -11,6 +11,7 @@ and every websocket's audio, committed and answered), then exits 0; a second sig
 
 import argparse
 import asyncio
+import gc
 import os
 import socket
 import sys
@@ -23,6 +24,13 @@ DEBUG_ENV = "MLX_KYUTAI_IS_DEBUG"
 KEY_ENV = "MLX_KYUTAI_IS_API_KEY"
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None (the help says what happens then)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 def configure_parser() -> argparse.ArgumentParser:
     from .server.app import DEFAULT_MAX_UPLOAD_MB
 
@@ -31,7 +39,7 @@ def configure_parser() -> argparse.ArgumentParser:
         description="Serve OpenAI's speech-to-text API (/v1/audio/transcriptions, /v1/audio/translations, "
         "realtime transcription at /v1/realtime?intent=transcription) and a live-captions page at /, "
         "all streams batched on one engine.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("--model", "-m", default=DEFAULT_MODEL, help="Hugging Face repo id or a local model directory")
     p.add_argument("--quantize", "-q", type=int, choices=(4, 8), default=None, help="quantize the LM when loading")
@@ -52,12 +60,16 @@ def configure_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--api-key",
-        default=os.environ.get(KEY_ENV),
+        default=None,  # read from the environment in serve(), so --help never shows it
         metavar="KEY",
-        help=f"require 'Authorization: Bearer KEY' on /v1 (default: ${KEY_ENV}; none: open)",
+        help=f"require 'Authorization: Bearer KEY' on /v1 (default: ${KEY_ENV}; unset: no key)",
     )
     p.add_argument(
-        "--max-upload-mb", type=_positive(float), default=DEFAULT_MAX_UPLOAD_MB, metavar="MB", help="413 above this"
+        "--max-upload-mb",
+        type=_positive(float),
+        default=DEFAULT_MAX_UPLOAD_MB,
+        metavar="MB",
+        help="uploads over this size get 413",
     )
     p.add_argument(
         "--model-name",
@@ -114,6 +126,7 @@ def serve(args) -> int:
     from . import load
     from .server.app import create_app
 
+    api_key = args.api_key if args.api_key is not None else os.environ.get(KEY_ENV) or None
     sock = _bind(args.host, args.port)
     port = sock.getsockname()[1]
     print(f"loading {args.model} ...", file=sys.stderr, flush=True)
@@ -122,7 +135,7 @@ def serve(args) -> int:
         stt,
         model_name=args.model_name or str(args.model),
         max_streams=args.max_streams,
-        api_key=args.api_key,
+        api_key=api_key,
         max_upload_mb=args.max_upload_mb,
     )
     config = uvicorn.Config(
@@ -138,9 +151,15 @@ def serve(args) -> int:
         app,
         shutdown_timeout=args.shutdown_timeout,
         banner=f"mlx-kyutai-is serve: {url}  (live captions: open it in a browser; OpenAI API base: {url}/v1; "
-        f"{args.max_streams} streams{'; API key required' if args.api_key else ''})",
+        f"{args.max_streams} streams{'; API key required' if api_key else ''})",
     )
     server.run(sockets=[sock])
+    # Free the model now, while MLX is whole: once the engine thread has run its compiled functions,
+    # a model left to the interpreter's teardown often aborts the process ("terminate called without
+    # an active exception", exit 134) instead of exiting 0.
+    app.state.server.stt = None
+    del server, config, app, stt
+    gc.collect()
     print("mlx-kyutai-is serve: stopped", file=sys.stderr, flush=True)
     return 0
 
@@ -165,7 +184,9 @@ class Server(uvicorn.Server):
             self.should_exit = self.force_exit = True
             return
         self.draining = True
-        print("mlx-kyutai-is serve: stopping: finishing in-flight work (again to stop now)", file=sys.stderr, flush=True)
+        print(
+            "mlx-kyutai-is serve: stopping: finishing in-flight work (again to stop now)", file=sys.stderr, flush=True
+        )
         self.app.state.server.loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._drain()))
 
     async def _drain(self):

@@ -37,7 +37,6 @@ import json
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -82,8 +81,10 @@ async def client(url: str, samples: np.ndarray, language: str, start_at: float) 
     words, late = [], 0
     async with websockets.connect(ws_url, max_size=None) as ws:
         await ws.recv()  # session.created
-        update = {"type": "session.update", "session": {"type": "transcription",
-                  "audio": {"input": {"transcription": {"language": language}}}}}  # fmt: skip
+        update = {
+            "type": "session.update",
+            "session": {"type": "transcription", "audio": {"input": {"transcription": {"language": language}}}},
+        }
         await ws.send(json.dumps(update))
         done = asyncio.get_running_loop().create_future()
 
@@ -110,7 +111,9 @@ async def client(url: str, samples: np.ndarray, language: str, start_at: float) 
             elif wait < -CHUNK_S:
                 late += 1
             chunk = samples[i : i + CHUNK]
-            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk.tobytes()).decode()}))
+            await ws.send(
+                json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(chunk.tobytes()).decode()})
+            )
             sent_at.append(time.perf_counter())
         talking_until = len(sent_at)
         await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
@@ -191,8 +194,18 @@ def start_server(model: str, max_streams: int, dtype: str | None, quantize: int 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "mlx_kyutai_is", "serve", "--model", model, "--port", str(port),
-           "--max-streams", str(max_streams)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlx_kyutai_is",
+        "serve",
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--max-streams",
+        str(max_streams),
+    ]
     if dtype:
         cmd += ["--dtype", dtype]
     if quantize:
@@ -209,8 +222,10 @@ def start_server(model: str, max_streams: int, dtype: str | None, quantize: int 
 
 
 def format_table(rows: list[dict]) -> str:
-    head = ("| N | word latency p50 / p95 s | emit lag p50 / p95 s | audio dropped | late sends | step ms "
-            "| rows per step (max seen) | engine busy |\n|---|---|---|---|---|---|---|---|")  # fmt: skip
+    head = (
+        "| N | word latency p50 / p95 s | emit lag p50 / p95 s | audio dropped | late sends | step ms "
+        "| rows per step (max seen) | engine busy |\n|---|---|---|---|---|---|---|---|"
+    )
     lines = [head]
 
     def pair(a, b):
@@ -227,7 +242,9 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--model", help="model directory or hub id for the server this script starts")
     src.add_argument("--tiny", action="store_true", help="a tiny random model (the benchmark's)")
@@ -269,8 +286,10 @@ def main(argv=None) -> int:
             work.cleanup()
     import platform
 
-    print(f"{date.today().isoformat()}, {platform.system()} {platform.machine()}, {os.cpu_count()} cores; "
-          f"{args.seconds:g} s of audio per client, language {args.language}")  # fmt: skip
+    print(
+        f"{date.today().isoformat()}, {platform.system()} {platform.machine()}, {os.cpu_count()} cores; "
+        f"{args.seconds:g} s of audio per client, language {args.language}"
+    )
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps({"date": date.today().isoformat(), "rows": rows}, indent=2))

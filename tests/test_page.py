@@ -42,7 +42,9 @@ def server(small_hf):
     url = f"http://127.0.0.1:{port}"
     err = tempfile.NamedTemporaryFile("w+", suffix=".log")
     cmd = [sys.executable, "-m", "mlx_kyutai_is", "serve", "--model", str(small_hf), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=err, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     lines = []
     threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
     try:
@@ -65,11 +67,19 @@ def server(small_hf):
 def browser_page(speech, tmp_path):
     """A Chromium page whose microphone plays speech[0]; yields (page, frames the server sent)."""
     args = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={speech[0]}", "--autoplay-policy=no-user-gesture-required",
-    ]  # fmt: skip
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={speech[0]}",
+        "--autoplay-policy=no-user-gesture-required",
+    ]
     frames = []
     with playwright.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
@@ -108,7 +118,10 @@ def test_page_shows_what_the_server_sent(server, browser_page, tmp_path):
     events = [json.loads(f) for f in frames if isinstance(f, str)]
     assert [e for e in events if e["type"] == "error"] == []
     assert events[0]["type"] == "session.created"
-    assert events[1]["type"] == "session.updated" and events[1]["session"]["audio"]["input"]["transcription"]["language"] == "both"
+    assert (
+        events[1]["type"] == "session.updated"
+        and events[1]["session"]["audio"]["input"]["transcription"]["language"] == "both"
+    )
     for task in ("is", "en"):
         deltas = "".join(e["delta"] for e in events if e["type"].endswith(".delta") and e["language"] == task)
         completed = [e["transcript"] for e in events if e["type"].endswith(".completed") and e["language"] == task]

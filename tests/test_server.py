@@ -48,8 +48,13 @@ def serve(model_dir, *args, check_exit=True):
     port = free_port()
     cmd = [sys.executable, "-m", "mlx_kyutai_is", "serve", "--model", str(model_dir), "--port", str(port)]
     err = tempfile.NamedTemporaryFile("w+", suffix=".log")  # a file: a pipe nobody reads could fill up
-    proc = subprocess.Popen([*cmd, "--dtype", "float32", *args], stdout=subprocess.PIPE, stderr=err, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip
+    proc = subprocess.Popen(
+        [*cmd, "--dtype", "float32", *args],
+        stdout=subprocess.PIPE,
+        stderr=err,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     url = f"http://127.0.0.1:{port}"
     lines = []
 
@@ -139,11 +144,23 @@ async def realtime(url, samples, language="is", chunk=1920, beta=False, headers=
         created = json.loads(await ws.recv())
         assert created["type"] == ("transcription_session.created" if beta else "session.created")
         if beta:
-            update = {"type": "transcription_session.update",
-                      "session": {"input_audio_format": "pcm16", "input_audio_transcription": {"language": language}}}  # fmt: skip
+            update = {
+                "type": "transcription_session.update",
+                "session": {"input_audio_format": "pcm16", "input_audio_transcription": {"language": language}},
+            }
         else:
-            update = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
-                "format": {"type": "audio/pcm", "rate": 24000}, "transcription": {"language": language}}}}}  # fmt: skip
+            update = {
+                "type": "session.update",
+                "session": {
+                    "type": "transcription",
+                    "audio": {
+                        "input": {
+                            "format": {"type": "audio/pcm", "rate": 24000},
+                            "transcription": {"language": language},
+                        }
+                    },
+                },
+            }
         await ws.send(json.dumps(update))
         for i in range(0, len(samples), chunk):
             await ws.send(append(samples[i : i + chunk]))
@@ -188,10 +205,15 @@ def test_openai_client_formats_equal_transcribe(server, stt, speech):
     expected = verbose_json(ref, ["word", "segment"])
     assert verbose.text == ref.text and verbose.language == "icelandic" and verbose.task == "transcribe"
     assert verbose.duration == pytest.approx(ref.duration, abs=1e-3) and ref.duration > 3
-    assert [(w.word, w.start, w.end) for w in verbose.words] == [(w.text, round(w.start, 3), round(w.end, 3)) for w in ref.words]
+    assert [(w.word, w.start, w.end) for w in verbose.words] == [
+        (w.text, round(w.start, 3), round(w.end, 3)) for w in ref.words
+    ]
     assert [s.model_dump() for s in verbose.segments] == expected["segments"]
     assert " ".join(s.text.strip() for s in verbose.segments) == " ".join(w.text for w in ref.words)
-    assert not hasattr(create(response_format="verbose_json"), "words") or create(response_format="verbose_json").words is None
+    assert (
+        not hasattr(create(response_format="verbose_json"), "words")
+        or create(response_format="verbose_json").words is None
+    )
 
     with open(path, "rb") as f:
         assert c.audio.translations.create(file=f, model="whisper-1").text == en.text
@@ -252,8 +274,9 @@ def test_many_clients_at_once_step_together(server, pcm, reference):
     async def upload(ac, i, task):
         path = "translations" if task == "en" else "transcriptions"
         buf = _wav_bytes(pcm[i])
-        r = await ac.post(f"{server}/v1/audio/{path}", files={"file": ("a.wav", buf, "audio/wav")},
-                          data={"model": "whisper-1"})  # fmt: skip
+        r = await ac.post(
+            f"{server}/v1/audio/{path}", files={"file": ("a.wav", buf, "audio/wav")}, data={"model": "whisper-1"}
+        )
         assert r.status_code == 200, r.text
         return r.json()["text"]
 
@@ -313,14 +336,23 @@ def test_bad_messages_give_error_events_and_the_session_goes_on(server, pcm, ref
         ("[1, 2]", "invalid_event"),
         (json.dumps({"type": "response.create"}), "unknown_event"),
         (json.dumps({"type": "input_audio_buffer.append", "audio": "!!not base64!!"}), "invalid_base64"),
-        (json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}), "invalid_audio"),
+        (
+            json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
+            "invalid_audio",
+        ),
         (json.dumps({"type": "input_audio_buffer.commit"}), "input_audio_buffer_commit_empty"),
-        (json.dumps({"type": "session.update", "session": {"audio": {"input": {"transcription": {"language": "de"}}}}}),
-         "unsupported_language"),
-        (json.dumps({"type": "transcription_session.update", "session": {"input_audio_format": "g711_ulaw"}}),
-         "unsupported_audio_format"),
+        (
+            json.dumps(
+                {"type": "session.update", "session": {"audio": {"input": {"transcription": {"language": "de"}}}}}
+            ),
+            "unsupported_language",
+        ),
+        (
+            json.dumps({"type": "transcription_session.update", "session": {"input_audio_format": "g711_ulaw"}}),
+            "unsupported_audio_format",
+        ),
         (b"\x00\x01binary", "invalid_event"),
-    ]  # fmt: skip
+    ]
 
     async def main():
         async with websockets.connect(server.replace("http", "ws") + REALTIME) as ws:
@@ -368,8 +400,12 @@ def test_a_client_that_leaves_frees_its_slot_at_once(server, pcm):
 
     # an upload whose client hangs up mid-stream
     with httpx.Client(timeout=60) as hc:
-        with hc.stream("POST", f"{server}/v1/audio/transcriptions", files={"file": ("a.wav", _wav_bytes(pcm[0]))},
-                       data={"model": "m", "stream": "true"}) as r:  # fmt: skip
+        with hc.stream(
+            "POST",
+            f"{server}/v1/audio/transcriptions",
+            files={"file": ("a.wav", _wav_bytes(pcm[0]))},
+            data={"model": "m", "stream": "true"},
+        ) as r:
             assert r.status_code == 200
             lines = r.iter_lines()  # (dropping the iterator would close the response)
             assert next(lines).startswith("data: ")
@@ -399,8 +435,9 @@ def _error(response, status_code):
 def test_api_key_required_on_uploads_and_websocket(guarded, pcm, reference):
     wav = _wav_bytes(pcm[0][:24_000])
     for headers in ({}, {"Authorization": "Bearer wrong"}):
-        r = httpx.post(f"{guarded}/v1/audio/transcriptions", files={"file": ("a.wav", wav)}, data={"model": "m"},
-                       headers=headers)  # fmt: skip
+        r = httpx.post(
+            f"{guarded}/v1/audio/transcriptions", files={"file": ("a.wav", wav)}, data={"model": "m"}, headers=headers
+        )
         assert _error(r, 401)["code"] == "invalid_api_key"
         assert httpx.get(f"{guarded}/v1/models", headers=headers).status_code == 401
     with pytest.raises(openai.AuthenticationError):
@@ -411,8 +448,11 @@ def test_api_key_required_on_uploads_and_websocket(guarded, pcm, reference):
         async with websockets.connect(guarded.replace("http", "ws") + REALTIME, **kw) as ws:
             return json.loads(await ws.recv())["type"], ws.subprotocol
 
-    for kw in ({}, {"additional_headers": {"Authorization": "Bearer wrong"}},
-               {"subprotocols": ["realtime", "openai-insecure-api-key.wrong"]}):  # fmt: skip
+    for kw in (
+        {},
+        {"additional_headers": {"Authorization": "Bearer wrong"}},
+        {"subprotocols": ["realtime", "openai-insecure-api-key.wrong"]},
+    ):
         with pytest.raises(websockets.exceptions.InvalidStatus) as e:
             asyncio.run(handshake(**kw))
         assert e.value.response.status_code == 401
@@ -430,8 +470,13 @@ def test_busy_slots_upload_limits_and_bad_audio(guarded, pcm, reference):
     async def hold_the_slot():
         async with websockets.connect(guarded.replace("http", "ws") + REALTIME, additional_headers=auth) as ws:
             await ws.recv()
-            r = await asyncio.to_thread(httpx.post, f"{guarded}/v1/audio/transcriptions",
-                                        files={"file": ("a.wav", wav)}, data={"model": "m"}, headers=auth)  # fmt: skip
+            r = await asyncio.to_thread(
+                httpx.post,
+                f"{guarded}/v1/audio/transcriptions",
+                files={"file": ("a.wav", wav)},
+                data={"model": "m"},
+                headers=auth,
+            )
             assert _error(r, 503)["code"] == "engine_overloaded"
             assert r.headers["retry-after"]
             with pytest.raises(openai.InternalServerError):
@@ -442,29 +487,49 @@ def test_busy_slots_upload_limits_and_bad_audio(guarded, pcm, reference):
 
     asyncio.run(hold_the_slot())
     _wait_for(lambda: status(guarded, KEY)["engine"]["active_streams"] == 0, what="the slot")
-    r = httpx.post(f"{guarded}/v1/audio/transcriptions", files={"file": ("a.wav", wav)}, data={"model": "m"},
-                   headers=auth, timeout=60)  # fmt: skip
+    r = httpx.post(
+        f"{guarded}/v1/audio/transcriptions",
+        files={"file": ("a.wav", wav)},
+        data={"model": "m"},
+        headers=auth,
+        timeout=60,
+    )
     assert r.status_code == 200 and r.json()["text"] == reference(1, "is").text
 
     big = _wav_bytes(np.zeros(24_000 * 8, np.int16))  # 384 kB > 0.3 MB
-    r = httpx.post(f"{guarded}/v1/audio/transcriptions", files={"file": ("a.wav", big)}, data={"model": "m"},
-                   headers=auth)  # fmt: skip
+    r = httpx.post(
+        f"{guarded}/v1/audio/transcriptions", files={"file": ("a.wav", big)}, data={"model": "m"}, headers=auth
+    )
     assert _error(r, 413)["param"] == "file"
     # no Content-Length (chunked): counted as it arrives
     head = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
     chunks = [head, *[big[i : i + 65536] for i in range(0, len(big), 65536)], b"\r\n--b--\r\n"]
-    r = httpx.post(f"{guarded}/v1/audio/transcriptions", content=iter(chunks),
-                   headers={**auth, "Content-Type": "multipart/form-data; boundary=b"})  # fmt: skip
+    r = httpx.post(
+        f"{guarded}/v1/audio/transcriptions",
+        content=iter(chunks),
+        headers={**auth, "Content-Type": "multipart/form-data; boundary=b"},
+    )
     assert "Content-Length" not in r.request.headers
     _error(r, 413)
 
-    r = httpx.post(f"{guarded}/v1/audio/transcriptions", files={"file": ("a.wav", b"not audio at all" * 10)},
-                   data={"model": "m"}, headers=auth)  # fmt: skip
+    r = httpx.post(
+        f"{guarded}/v1/audio/transcriptions",
+        files={"file": ("a.wav", b"not audio at all" * 10)},
+        data={"model": "m"},
+        headers=auth,
+    )
     err = _error(r, 400)
     assert err["param"] == "file" and err["code"] == "invalid_audio" and "a.wav" in err["message"]
-    assert _error(httpx.post(f"{guarded}/v1/audio/transcriptions", data={"model": "m"}, headers=auth), 400)["param"] == "file"
-    r = httpx.post(f"{guarded}/v1/audio/transcriptions", files={"file": ("a.wav", wav)},
-                   data={"model": "m", "response_format": "docx"}, headers=auth)  # fmt: skip
+    assert (
+        _error(httpx.post(f"{guarded}/v1/audio/transcriptions", data={"model": "m"}, headers=auth), 400)["param"]
+        == "file"
+    )
+    r = httpx.post(
+        f"{guarded}/v1/audio/transcriptions",
+        files={"file": ("a.wav", wav)},
+        data={"model": "m", "response_format": "docx"},
+        headers=auth,
+    )
     assert _error(r, 400)["param"] == "response_format"
     assert status(guarded, KEY)["engine"]["active_streams"] == 0
 
@@ -479,8 +544,12 @@ def test_sigterm_finishes_in_flight_work_then_exits_0(small_hf, pcm, reference):
         result = {}
 
         def upload():
-            r = httpx.post(f"{url}/v1/audio/transcriptions", files={"file": ("a.wav", _wav_bytes(pcm[0]))},
-                           data={"model": "m"}, timeout=60)  # fmt: skip
+            r = httpx.post(
+                f"{url}/v1/audio/transcriptions",
+                files={"file": ("a.wav", _wav_bytes(pcm[0]))},
+                data={"model": "m"},
+                timeout=60,
+            )
             result["upload"] = (r.status_code, r.json())
 
         async def main():
@@ -502,7 +571,7 @@ def test_sigterm_finishes_in_flight_work_then_exits_0(small_hf, pcm, reference):
         transcript, deltas, close_code = asyncio.run(main())
         assert transcript == deltas == ref_ws and close_code == 1001
         assert result["upload"] == (200, {"text": ref_upload})
-        assert proc.wait(30) == 0
+        assert proc.wait(30) == 0, log()
         assert "stopped" in log()
 
 
@@ -511,7 +580,13 @@ def test_port_in_use_is_one_line(small_hf):
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "mlx_kyutai_is", "serve", "--model", str(small_hf), "--port",
-                            str(port)], capture_output=True, text=True, timeout=60)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "-m", "mlx_kyutai_is", "serve", "--model", str(small_hf), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert r.returncode == 1
-    assert r.stderr.strip().splitlines() == [f"mlx-kyutai-is serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"]
+    assert r.stderr.strip().splitlines() == [
+        f"mlx-kyutai-is serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    ]

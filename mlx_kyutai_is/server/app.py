@@ -130,7 +130,7 @@ def create_app(
         stt,
         model_name=model_name,
         max_streams=max_streams,
-        api_key=api_key,
+        api_key=api_key or None,
         max_upload_bytes=int(max_upload_mb * 1_000_000),
         stream_options=dict(stream_options or {}),
     )
@@ -146,6 +146,7 @@ def create_app(
             for session in list(state.sessions):
                 session.close()
             await run_in_threadpool(state.engine.close)
+            state.engine = None
 
     app = FastAPI(title="mlx-kyutai-is", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
@@ -193,8 +194,12 @@ def create_app(
     async def model(model_id: str, request: Request):
         require_key(request)
         if model_id != state.model_name:
-            raise ApiError(404, f"model {model_id!r} does not exist; this server has {state.model_name!r}",
-                           param="model", code="model_not_found")  # fmt: skip
+            raise ApiError(
+                404,
+                f"model {model_id!r} does not exist; this server has {state.model_name!r}",
+                param="model",
+                code="model_not_found",
+            )
         return _model_card(state)
 
     @app.get("/v1/status")
@@ -396,10 +401,13 @@ async def _realtime(state: ServerState, websocket: WebSocket):
         return await _deny(websocket, openai.unauthorized(given=ok is False))
     intent = websocket.query_params.get("intent", "transcription")
     if intent != "transcription":
-        return await _deny(websocket, ApiError(400, f"intent: {intent!r} is not supported; use intent=transcription",
-                                               param="intent"))  # fmt: skip
+        return await _deny(
+            websocket, ApiError(400, f"intent: {intent!r} is not supported; use intent=transcription", param="intent")
+        )
     if state.draining:
-        return await _deny(websocket, ApiError(503, "the server is shutting down", "server_error", code="shutting_down"))
+        return await _deny(
+            websocket, ApiError(503, "the server is shutting down", "server_error", code="shutting_down")
+        )
     beta = websocket.headers.get("openai-beta", "").startswith("realtime")
     session = RealtimeSession(
         state.engine, state.stt.tokenizer.decode, state.model_name, beta=beta, stream_options=state.stream_options
@@ -547,8 +555,9 @@ class UploadLimit:
 
     async def _reject(self, scope, send):
         mb = self.max_bytes / 1_000_000
-        err = ApiError(413, f"file: the upload is over the server's limit of {mb:g} MB", param="file",
-                       code="request_too_large")  # fmt: skip
+        err = ApiError(
+            413, f"file: the upload is over the server's limit of {mb:g} MB", param="file", code="request_too_large"
+        )
         await JSONResponse(err.body(), status_code=413)(scope, None, send)
 
 

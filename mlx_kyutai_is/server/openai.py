@@ -113,7 +113,9 @@ class TranscriptionRequest:
                 )
         stream = _form_bool(form.get("stream"), "stream")
         if stream and fmt not in ("json", "text"):
-            raise ApiError(400, f"stream: not available with response_format {fmt!r} (use json or text)", param="stream")
+            raise ApiError(
+                400, f"stream: not available with response_format {fmt!r} (use json or text)", param="stream"
+            )
         language = (form.get("language") or "").strip().lower()
         if task == "is" and language and language not in ICELANDIC:
             raise ApiError(

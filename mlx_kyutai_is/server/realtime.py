@@ -130,8 +130,9 @@ def decode_audio(event: dict) -> np.ndarray:
     try:
         raw = base64.b64decode(audio, validate=True)
     except (binascii.Error, ValueError) as e:
-        raise ClientError(f"input_audio_buffer.append: 'audio' is not valid base64 ({e})", code="invalid_base64",
-                          param="audio") from None  # fmt: skip
+        raise ClientError(
+            f"input_audio_buffer.append: 'audio' is not valid base64 ({e})", code="invalid_base64", param="audio"
+        ) from None
     if len(raw) % 2:
         raise ClientError(
             f"input_audio_buffer.append: {len(raw)} bytes is not whole pcm16 samples (2 bytes each)",
@@ -434,7 +435,9 @@ class RealtimeSession:
                 text = transcript.text if transcript is not None else item.deltas[task].sent
                 if rest := item.deltas[task].finish(text):
                     out.append(
-                        self.event(f"{TRANSCRIPTION}.delta", item_id=item.id, content_index=0, delta=rest, language=task)
+                        self.event(
+                            f"{TRANSCRIPTION}.delta", item_id=item.id, content_index=0, delta=rest, language=task
+                        )
                     )
                 duration = round(float(transcript.duration), 3) if transcript is not None else None
                 out.append(
@@ -459,4 +462,3 @@ class RealtimeSession:
 
 def error_object(message: str, code: str, param=None, event_id=None, type_="invalid_request_error") -> dict:
     return {"type": type_, "code": code, "message": message, "param": param, "event_id": event_id}
-
