@@ -590,3 +590,46 @@ def test_port_in_use_is_one_line(small_hf):
     assert r.stderr.strip().splitlines() == [
         f"mlx-kyutai-is serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
     ]
+
+
+# --------------------------------------------------------------------------------------------
+# The wire shapes, without a server
+
+
+def test_text_deltas_add_up_to_the_decoded_text():
+    """Deltas are the growth of the decoded text, so a piece that decoding joins to the word
+    before it (no word marker after a boundary) still adds up to the transcript."""
+    from mlx_kyutai_is.decoding import Word
+    from mlx_kyutai_is.server.openai import TextDeltas
+
+    pieces = {1: "▁góðan", 2: "▁dag", 3: "inn", 4: "▁jón"}
+    decode = lambda ids: "".join(pieces[i] for i in ids).replace("▁", " ").strip()  # noqa: E731
+    words = [Word("góðan", 0, 1, "is", [1]), Word("dag", 1, 2, "is", [2]), Word("inn", 2, 3, "is", [3]),
+             Word("jón", 3, 4, "is", [4])]  # fmt: skip
+    d = TextDeltas(decode)
+    deltas = [d.add(w) for w in words]
+    assert deltas == ["góðan", " dag", "inn", " jón"]
+    assert d.finish("góðan daginn jón") == "" and "".join(deltas) == "góðan daginn jón"
+    # text the words never carried (the final transcript is the reference) comes as a last delta
+    d = TextDeltas(decode)
+    d.add(words[0])
+    assert d.finish("góðan dag") == " dag"
+
+
+def test_verbose_json_segments_are_the_subtitle_cues():
+    from mlx_kyutai_is.decoding import Transcript, Word
+    from mlx_kyutai_is.server.openai import verbose_json
+    from mlx_kyutai_is.writers import build_cues
+
+    words = [Word(f"w{i}.", i * 0.5, i * 0.5 + 0.4, "is", [10 + i]) for i in range(5)]
+    t = Transcript(" ".join(w.text for w in words), words, "is", 3.0, [1, 2, 3, 4] + [10 + i for i in range(5)])
+    out = verbose_json(t, ["word"])
+    assert set(out) == {"task", "language", "duration", "text", "words"}
+    out = verbose_json(t)
+    cues = build_cues(words)
+    assert len(out["segments"]) == len(cues) == 5  # a sentence end closes each cue
+    assert [s["tokens"] for s in out["segments"]] == [[10 + i] for i in range(5)]
+    assert [(s["start"], s["end"], s["text"]) for s in out["segments"]] == [
+        (round(c.start, 3), round(c.end, 3), " " + c.text) for c in cues
+    ]
+    assert verbose_json(Transcript("x", [], "en", 1.0))["task"] == "translate"
