@@ -282,6 +282,164 @@ def time_offline(stt, seconds: float) -> dict:
     return {"audio_s": seconds, "elapsed_s": elapsed, "rtf": elapsed / seconds}
 
 
+def open_engine(stt, batch: int, task: str = "is"):
+    """An `engine.Engine` on `stt`'s model with `batch` open streams."""
+    from .engine import Engine
+
+    engine = Engine(stt.model, stt.tokenizer, silence_prefix=stt.silence_prefix, delay=stt.delay)
+    return engine, [engine.open(task) for _ in range(batch)]
+
+
+def engine_frame(engine, streams, audio: list[np.ndarray], i: int) -> None:
+    """Frame `i` of every stream: each fed its next 80 ms, one `Engine.step()` (one Mimi call and
+    one LM call for all), and the tokens read back (synced)."""
+    n = engine.frame_size
+    for s, a in zip(streams, audio):
+        engine.feed(s, a[(i % (len(a) // n)) * n :][:n])
+    engine.step()
+    engine.drain()
+
+
+def time_engine_steps(stt, batch: int, steps: int, warmup: int, budget_s: float | None = None) -> list[float]:
+    """ms of each synced engine step with `batch` streams, each fed one 80 ms frame per step."""
+    engine, streams = open_engine(stt, batch)
+    # 2 s of distinct audio per stream, reused in a loop (content does not change the cost).
+    audio = [test_audio(2.0, seed=i) for i in range(batch)]
+    ms = _repeat(lambda i: engine_frame(engine, streams, audio, i), steps, warmup, budget_s)
+    for s in streams:
+        engine.close(s)
+    return ms
+
+
+def engine_sweep(stt, batches: list[int], steps: int, warmup: int, budget_s: float | None, name: str = "") -> dict:
+    """Per batch size B: ms per engine step, aggregate throughput (audio seconds per wall second)
+    and real-time factor; `capacity_streams`, the largest B whose step stays under 80 ms."""
+    out = {"batch": {}}
+    for b in batches:
+        _log(f"{name}: engine step, {b} streams, {steps} steps")
+        ms = _stats(time_engine_steps(stt, b, steps, warmup, budget_s))
+        out["batch"][b] = {
+            "step_ms": ms,
+            "ms_per_stream": ms["median"] / b,
+            "audio_s_per_s": b * FRAME_MS / ms["median"],
+            "rtf": ms["median"] / FRAME_MS,
+        }
+        mx.clear_cache()
+    fast = [b for b, r in out["batch"].items() if r["step_ms"]["median"] < FRAME_MS]
+    out["capacity_streams"] = max(fast, default=0)
+    return out
+
+
+def time_bulk(stt, files: int, seconds: float, work: Path, name: str = "", batch_sizes=None) -> dict:
+    """Wall time of `stt.transcribe(paths, batch_size=...)` on `files` wav files of `seconds`
+    each, at batch size 1 and `transcribe.DEFAULT_BATCH_SIZE`, one after the other."""
+    import soundfile as sf
+
+    from .transcribe import DEFAULT_BATCH_SIZE
+
+    work.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(files):
+        path = work / f"bulk{i:02d}.wav"
+        sf.write(str(path), test_audio(seconds, seed=100 + i), SAMPLE_RATE, subtype="FLOAT")
+        paths.append(str(path))
+    out = {"files": files, "seconds": seconds, "runs": {}}
+    tokens = {}
+    for bs in batch_sizes or sorted({1, DEFAULT_BATCH_SIZE}):
+        _log(f"{name}: bulk transcribe of {files} x {seconds:g} s, batch_size {bs}")
+        t0 = time.perf_counter()
+        results = stt.transcribe(paths, task="is", batch_size=bs)
+        elapsed = time.perf_counter() - t0
+        tokens[bs] = [r.tokens for r in results]
+        out["runs"][bs] = {"elapsed_s": elapsed, "audio_s_per_s": files * seconds / elapsed}
+        mx.clear_cache()
+    first = next(iter(tokens.values()))
+    out["same_tokens"] = all(t == first for t in tokens.values())
+    out["default_batch_size"] = DEFAULT_BATCH_SIZE
+    return out
+
+
+# The full-size model's structure (16 LM layers, 8 Mimi layers, its convolutions, 32 codebooks)
+# with small widths and windows: the graph of a frame has the same primitives as at full size
+# (they depend on the structure, not the widths), and the steady state (every window full) comes
+# after a few dozen frames instead of 375.
+KERNELS = dict(
+    TINY,
+    num_hidden_layers=16,
+    ffn_dim=256,  # fc2's input a multiple of the 64 quantization group, as at full size
+    codec_config=dict(TINY["codec_config"], num_hidden_layers=8),
+)
+
+
+def count_frame(stt, warm_frames: int, frames: int = 4) -> dict:
+    """Kernels of one steady-state engine frame (one stream, task "is"), and host syncs per frame.
+
+    The model runs `warm_frames` frames (windows full), then the next frame's graph is built
+    with `mx.async_eval` held back and counted (`kernels.count_graph`): the LM step (tokens,
+    KV rings), the Mimi frame (codes, conv and window state) and the whole frame. Host syncs are
+    counted over `frames` more frames (`kernels.count_syncs`).
+    """
+    from . import kernels
+
+    engine, streams = open_engine(stt, 1)
+    audio = [test_audio(4.0)]
+    for i in range(warm_frames):
+        engine_frame(engine, streams, audio, i)
+    held, codes = [], []
+    mimi = stt.model.mimi
+    step, async_eval = mimi.step, mx.async_eval
+    mimi.step = lambda *a, **k: (codes.append(step(*a, **k)), codes[-1])[1]
+    mx.async_eval = lambda *arrays: held.append(arrays)
+    try:
+        n = engine.frame_size
+        engine.feed(streams[0], audio[0][(warm_frames % (len(audio[0]) // n)) * n :][:n])
+        engine.step()
+    finally:
+        del mimi.step  # the class's method again
+        mx.async_eval = async_eval
+    mimi_out = [codes[0], *engine.mimi_state.arrays]
+    whole = kernels.count_graph(held)
+    figures = {
+        "lm_step": kernels.count_graph(held, exclude=mimi_out),
+        "mimi_frame": kernels.count_graph(mimi_out),
+        "frame": whole,
+    }
+    mx.eval(held)
+    engine.drain()
+    with kernels.count_syncs() as syncs:
+        for i in range(frames):
+            engine_frame(engine, streams, audio, warm_frames + 1 + i)
+    out = {k: {"total": sum(c.values()), "by_type": dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))}
+           for k, c in figures.items()}  # fmt: skip
+    out["host_syncs_per_frame"] = syncs.total / frames
+    out["host_syncs_by_call"] = {k: v / frames for k, v in syncs.calls.items()}
+    return out
+
+
+def kernel_figures(model: str | None, precisions: list[str], work: Path) -> dict:
+    """`count_frame` for each precision of `model` (default: `KERNELS`, random weights), with each
+    mx.fast op counted as one (`kernels.fast_ops_as_one`)."""
+    from . import kernels, load
+    from .config import ModelArgs
+
+    with kernels.fast_ops_as_one():
+        if model:
+            from .utils import resolve_model_path
+
+            source = resolve_model_path(model)
+        else:
+            _log("kernels: the full-size structure with small widths, random weights")
+            source = random_checkpoint(KERNELS, work / "source", use_transformers=False)
+        cfg = ModelArgs.from_file(source)
+        # Every window full: the LM's, and the Mimi transformer's (2 positions per frame).
+        warm = max(cfg.lm.sliding_window, cfg.mimi.sliding_window // 2 + 1) + 8
+        out = {"model": model or "full-size structure, small widths (bench.KERNELS)", "warm_frames": warm}
+        for name, path in converted_dirs(source, work, precisions).items():
+            _log(f"kernels: {name}, {warm} frames to the steady state")
+            out[name] = count_frame(load(str(path)), warm)
+    return out
+
+
 def memory_bandwidth(nbytes: int = 2**30, repeats: int = 5) -> dict:
     """Best read bandwidth (GB/s) of the device MLX runs on: a float32 sum over `nbytes`, and a
     copy (bytes read + written). On the CPU numpy's sum counts too (MLX's CPU reduction is
@@ -508,12 +666,15 @@ def run(args) -> dict:
     from .config import ModelArgs
 
     quick = args.quick
-    steps, warmup = (args.steps or (4 if quick else 30)), (2 if quick else 5)
+    steps = args.steps or (4 if quick else 30)
+    warmup = args.warmup if args.warmup is not None else (2 if quick else 5)
     budget = args.budget
     offline_s = args.offline_seconds if args.offline_seconds is not None else (2.0 if quick else 60.0)
     batches = [1, 2]
     precisions = args.precisions
-    use_ref = have_reference() and not args.no_reference
+    # --batch, --bulk and --kernels each run only their own section; without them, the classic set.
+    classic = not (args.batch or args.bulk or args.kernels)
+    use_ref = classic and have_reference() and not args.no_reference
     config = TINY if quick else FULL_SIZE
     result = {
         "date": date.today().isoformat(),
@@ -525,6 +686,13 @@ def run(args) -> dict:
     }
     work = Path(tempfile.mkdtemp(prefix="mlx-kyutai-is-bench-"))
     try:
+        if args.kernels:
+            # First: the fences that count each mx.fast op as one must be there when the compiled
+            # functions are traced.
+            result["kernels"] = kernel_figures(args.model, precisions, work / "kernels")
+            _save_partial(result, args.output)
+        if not (classic or args.batch or args.bulk):
+            return result
         if args.model:
             from .utils import resolve_model_path
 
@@ -540,11 +708,12 @@ def run(args) -> dict:
             "hidden": cfg.lm.hidden_size, "layers": cfg.lm.num_hidden_layers, "window": cfg.lm.sliding_window,
             "vocab": cfg.lm.vocab_size, "codebooks": cfg.lm.num_codebooks, "mimi_hidden": cfg.mimi.hidden_size,
         }  # fmt: skip
-        _log("measuring memory bandwidth")
-        result["bandwidth_gbs"] = memory_bandwidth(2**26 if quick else 2**30)
-        bw = result["bandwidth_gbs"]["best"] * 1e9
+        if classic:
+            _log("measuring memory bandwidth")
+            result["bandwidth_gbs"] = memory_bandwidth(2**26 if quick else 2**30)
+            bw = result["bandwidth_gbs"]["best"] * 1e9
+            result["precisions"] = {}
         dirs = converted_dirs(source, work, precisions)
-        result["precisions"] = {}
         mimi_done = False
         for name, path in dirs.items():
             _log(f"{name}: loading")
@@ -553,6 +722,17 @@ def run(args) -> dict:
             t0 = time.perf_counter()
             stt = load(str(path))
             load_s = time.perf_counter() - t0
+            if args.batch:
+                result.setdefault("engine", {})[name] = engine_sweep(stt, args.batch, steps, warmup, budget, name)
+                _save_partial(result, args.output)
+            if args.bulk:
+                result.setdefault("bulk", {})[name] = time_bulk(
+                    stt, args.bulk_files, args.bulk_seconds, work / "bulk", name
+                )
+                _save_partial(result, args.output)
+            if not classic:
+                del stt
+                continue
             lm = stt.model.lm
             row = {
                 "load_s": load_s,
@@ -590,6 +770,8 @@ def run(args) -> dict:
             result["precisions"][name] = row
             _save_partial(result, args.output)
             del stt, lm
+        if not classic:
+            return result
         if use_ref:
             _log("transformers reference (bf16)")
             result["transformers"] = reference_transformers(source, batches, steps, warmup, offline_s)
@@ -602,9 +784,9 @@ def run(args) -> dict:
         total = args.length_steps or (1200 if quick else 10_100)
         _log(f"cost over length: tiny model, {total} steps")
         result["length"] = time_over_length(TINY, total, (min(400, total // 3), min(10_000, total - 100)))
+        _ratios(result)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    _ratios(result)
     return result
 
 
@@ -648,9 +830,82 @@ def _log(msg: str) -> None:
 
 
 def format_table(r: dict) -> str:
-    lines = [
+    title = (
         f"mlx-kyutai-is {r['package']} bench — {r['model']} — {r['date']} — {r['machine']} — "
-        f"mlx {r['mlx']} ({r['device']})",
+        f"mlx {r['mlx']} ({r['device']})"
+    )
+    sections = [_format_kernels(r), _format_engine(r), _format_bulk(r)]
+    if "precisions" not in r:
+        return "\n\n".join([title] + [x for x in sections if x])
+    return "\n\n".join([title, _format_classic(r)] + [x for x in sections if x])
+
+
+def _format_kernels(r: dict) -> str:
+    k = r.get("kernels")
+    if not k:
+        return ""
+    lines = [
+        f"kernels per 80 ms frame ({k['model']}; one stream, steady state after {k['warm_frames']} frames; "
+        "graph primitives, views left out, each mx.fast op one):",
+        f"{'prec':<5} {'LM step':>8} {'Mimi frame':>11} {'whole frame':>12} {'host syncs/frame':>17}",
+    ]
+    precs = [name for name in k if isinstance(k[name], dict)]
+    for name in precs:
+        f = k[name]
+        lines.append(
+            f"{name:<5} {f['lm_step']['total']:>8} {f['mimi_frame']['total']:>11} {f['frame']['total']:>12} "
+            f"{f['host_syncs_per_frame']:>17.2f}"
+        )
+    for part in ("lm_step", "mimi_frame"):
+        by_type = k[precs[0]][part]["by_type"]
+        lines.append(f"{precs[0]} {part} by type: " + ", ".join(f"{t} {n}" for t, n in by_type.items()))
+    return "\n".join(lines)
+
+
+def _format_engine(r: dict) -> str:
+    e = r.get("engine")
+    if not e:
+        return ""
+    lines = [
+        "engine step (one Mimi call + one LM call for B streams, each fed one 80 ms frame; synced):",
+        f"{'prec':<5} {'B':>3} {'step ms':>17} {'ms/stream':>10} {'audio s/s':>10} {'RTF':>6}",
+    ]
+    for name, sweep in e.items():
+        for b, row in sweep["batch"].items():
+            ms = row["step_ms"]
+            lines.append(
+                f"{name:<5} {b:>3} {ms['median']:>8.1f} / {ms['p95']:>6.1f} {row['ms_per_stream']:>10.1f} "
+                f"{row['audio_s_per_s']:>10.2f} {row['rtf']:>6.2f}"
+            )
+    lines.append(
+        "capacity in real-time streams (largest B measured whose step is under 80 ms): "
+        + ", ".join(f"{name} {sweep['capacity_streams']}" for name, sweep in e.items())
+    )
+    return "\n".join(lines)
+
+
+def _format_bulk(r: dict) -> str:
+    b = r.get("bulk")
+    if not b:
+        return ""
+    lines = []
+    for name, row in b.items():
+        runs = row["runs"]
+        first = next(iter(runs.values()))["elapsed_s"]
+        lines.append(
+            f"bulk ({name}): {row['files']} files x {row['seconds']:g} s through transcribe([...]): "
+            + ", ".join(
+                f"batch_size {bs} {x['elapsed_s']:.1f} s ({x['audio_s_per_s']:.2f} audio s/s, "
+                f"{first / x['elapsed_s']:.2f}x)"
+                for bs, x in runs.items()
+            )
+            + f"; same tokens: {'yes' if row['same_tokens'] else 'NO'}"
+        )
+    return "\n".join(lines)
+
+
+def _format_classic(r: dict) -> str:
+    lines = [
         f"memory bandwidth (best over {r['bandwidth_gbs']['mb']:.0f} MB of float32): "
         f"{r['bandwidth_gbs']['best']:.1f} GB/s ("
         + ", ".join(f"{k} {v:.1f}" for k, v in r["bandwidth_gbs"].items() if k not in ("best", "mb"))
@@ -708,6 +963,30 @@ def _fmt(x) -> str:
     return "" if x is None else x if isinstance(x, str) else f"{x:.2f}"
 
 
+def _batch_list(text: str) -> list[int]:
+    try:
+        out = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return sorted(set(out))
+
+
+def _positive(kind):
+    def parse(text: str):
+        try:
+            x = kind(text)
+        except ValueError:
+            x = 0
+        if not x > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+        return x
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def configure_parser(prog: str = "mlx-kyutai-is bench") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=prog,
@@ -719,6 +998,7 @@ def configure_parser(prog: str = "mlx-kyutai-is bench") -> argparse.ArgumentPars
     p.add_argument("--quick", action="store_true", help="tiny model and a few steps (seconds; checks the code path)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--steps", type=int, help="timed steps per measurement (default 30; 4 with --quick)")
+    p.add_argument("--warmup", type=int, help="untimed steps before each measurement (default 5; 2 with --quick)")
     p.add_argument("--offline-seconds", type=float, help="audio length for the offline RTF (default 60; 0 skips)")
     p.add_argument(
         "--precisions", nargs="+", choices=list(PRECISIONS), default=list(PRECISIONS), help="default: bf16 q8 q4"
@@ -734,6 +1014,27 @@ def configure_parser(prog: str = "mlx-kyutai-is bench") -> argparse.ArgumentPars
     )
     p.add_argument("--length-steps", type=int, help="steps of the cost-over-length run (default 10100)")
     p.add_argument("--no-reference", action="store_true", help="skip transformers and moshi_mlx")
+    p.add_argument(
+        "--batch",
+        type=_batch_list,
+        metavar="B,B,...",
+        help="engine step for B streams at once (e.g. 1,2,4,8,16,32,64): ms per step, audio seconds per "
+        "second, real-time capacity; runs only the sections asked for (--batch, --bulk, --kernels)",
+    )
+    p.add_argument(
+        "--bulk",
+        action="store_true",
+        help="wall time of transcribe([files]) with batch_size 1 and the default batch size, in one run",
+    )
+    p.add_argument("--bulk-files", type=_positive(int), default=16, metavar="N", help="files for --bulk (16)")
+    p.add_argument(
+        "--bulk-seconds", type=_positive(float), default=60.0, metavar="S", help="seconds per --bulk file (60)"
+    )
+    p.add_argument(
+        "--kernels",
+        action="store_true",
+        help="kernels per steady-state frame (LM step, Mimi frame, whole frame) by type, and host syncs",
+    )
     p.add_argument("-o", "--output", help="also write the JSON results to this file")
     return p
 

@@ -95,3 +95,69 @@ def test_repeat_stops_at_the_time_budget_after_three_timed_calls():
     ms = bench._repeat(lambda i: (calls.append(i), time.sleep(0.02)), steps=100, warmup=1, budget_s=0.01)
     assert len(ms) == 3 and calls == [0, 1, 2, 3]
     assert len(bench._repeat(lambda i: None, steps=5, warmup=2)) == 5
+
+
+@pytest.fixture(scope="module")
+def sections_run(tmp_path_factory):
+    """--kernels, --batch and --bulk on the tiny model (bulk: 2 files of 1 s)."""
+    out = tmp_path_factory.mktemp("bench") / "sections.json"
+    cmd = [sys.executable, "-m", "mlx_kyutai_is", "bench", "--quick", "--precisions", "bf16", "--kernels"]
+    cmd += ["--batch", "1,2", "--bulk", "--bulk-files", "2", "--bulk-seconds", "1", "-o", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout, json.loads(out.read_text())
+
+
+def test_batch_sweep_reports_step_throughput_and_capacity(sections_run):
+    table, r = sections_run
+    assert "precisions" not in r  # only the sections asked for ran
+    sweep = r["engine"]["bf16"]
+    assert set(sweep["batch"]) == {"1", "2"}
+    for b, row in sweep["batch"].items():
+        ms = row["step_ms"]["median"]
+        assert row["step_ms"]["n"] >= 3 and _finite_positive(ms)
+        assert row["audio_s_per_s"] == pytest.approx(int(b) * 80.0 / ms)
+        assert row["ms_per_stream"] == pytest.approx(ms / int(b))
+    fast = [int(b) for b, row in sweep["batch"].items() if row["step_ms"]["median"] < 80.0]
+    assert sweep["capacity_streams"] == max(fast, default=0)
+    assert "engine step" in table and "capacity in real-time streams" in table
+
+
+def test_bulk_times_batch_size_one_and_the_default_in_one_run(sections_run):
+    from mlx_kyutai_is.transcribe import DEFAULT_BATCH_SIZE
+
+    table, r = sections_run
+    bulk = r["bulk"]["bf16"]
+    assert bulk["files"] == 2 and bulk["seconds"] == 1 and bulk["default_batch_size"] == DEFAULT_BATCH_SIZE
+    assert set(bulk["runs"]) == {"1", str(DEFAULT_BATCH_SIZE)}
+    assert all(_finite_positive(run["elapsed_s"]) for run in bulk["runs"].values())
+    # A batched list transcription gives each file the tokens it gets alone.
+    assert bulk["same_tokens"] is True
+    assert "bulk (bf16): 2 files x 1 s" in table
+
+
+# Kernels per steady-state frame of the full-size structure (bench.KERNELS), bf16, this package's
+# path on the CPU (no custom kernels), each mx.fast op one. The counts are deterministic: these
+# bounds are the figures measured when they were set, so a change that adds kernels fails here.
+KERNEL_BOUNDS = {"lm_step": 388, "mimi_frame": 412, "frame": 800}
+
+
+def test_kernel_counts_do_not_creep_back_up(sections_run):
+    table, r = sections_run
+    k = r["kernels"]["bf16"]
+    for part, bound in KERNEL_BOUNDS.items():
+        assert 0 < k[part]["total"] <= bound, (part, k[part]["by_type"])
+        assert sum(k[part]["by_type"].values()) == k[part]["total"]
+    assert k["frame"]["total"] == k["lm_step"]["total"] + k["mimi_frame"]["total"]
+    # Each fast op counts one: 33 RMSNorms in the LM (32 layers' two + the final one), 16 LayerNorms in Mimi.
+    assert k["lm_step"]["by_type"]["fast.rms_norm"] == 33
+    assert k["mimi_frame"]["by_type"]["fast.layer_norm"] == 16
+    assert k["host_syncs_per_frame"] == 1.0
+    assert "kernels per 80 ms frame" in table
+
+
+def test_bad_batch_list_is_one_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlx_kyutai_is", "bench", "--batch", "1,x"], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2 and "--batch" in proc.stderr and "Traceback" not in proc.stderr
