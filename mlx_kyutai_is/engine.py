@@ -638,5 +638,12 @@ class LiveEngine:
                     future.set_exception(exc)
             raise
         finally:
-            self._started.set()
-            self._stopped.set()
+            # Everything MLX made on this thread goes with it: left to the interpreter's exit,
+            # the thread's stream and the arrays still on it abort the process (MLX 0.32).
+            self.engine = None
+            try:
+                mx.synchronize()
+            finally:
+                mx.clear_streams()
+                self._started.set()
+                self._stopped.set()

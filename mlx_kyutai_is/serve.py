@@ -11,7 +11,6 @@ and every websocket's audio, committed and answered), then exits 0; a second sig
 
 import argparse
 import asyncio
-import gc
 import os
 import socket
 import sys
@@ -19,8 +18,8 @@ import sys
 import uvicorn
 
 from . import DEFAULT_MODEL
+from .errors import run_command
 
-DEBUG_ENV = "MLX_KYUTAI_IS_DEBUG"
 KEY_ENV = "MLX_KYUTAI_IS_API_KEY"
 
 
@@ -154,12 +153,6 @@ def serve(args) -> int:
         f"{args.max_streams} streams{'; API key required' if api_key else ''})",
     )
     server.run(sockets=[sock])
-    # Free the model now, while MLX is whole: once the engine thread has run its compiled functions,
-    # a model left to the interpreter's teardown often aborts the process ("terminate called without
-    # an active exception", exit 134) instead of exiting 0.
-    app.state.server.stt = None
-    del server, config, app, stt
-    gc.collect()
     print("mlx-kyutai-is serve: stopped", file=sys.stderr, flush=True)
     return 0
 
@@ -203,19 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry; returns the exit status (errors: one line on stderr, status 1)."""
     parser = configure_parser()
     args = parser.parse_args(argv)
-    try:
-        return serve(args)
-    except KeyboardInterrupt:  # before the server ran (while loading): the server handles its own
-        print(f"{parser.prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        if os.environ.get(DEBUG_ENV):
-            raise
-        msg = (str(e).strip().splitlines() or [""])[0]
-        if not type(e).__module__.startswith("mlx_kyutai_is") and not isinstance(e, OSError):
-            msg = f"{type(e).__name__}: {msg}" if msg else type(e).__name__
-        print(f"{parser.prog}: error: {msg}", file=sys.stderr, flush=True)
-        return 1
+    # KeyboardInterrupt here is one before the server ran (while loading): it handles its own.
+    return run_command(parser.prog, lambda: serve(args))
 
 
 if __name__ == "__main__":

@@ -324,3 +324,23 @@ def test_mimi_calls_are_bounded(stt, clips):
     finally:
         del stt.model.mimi.step
     assert max(c[1] for c in calls) == MAX_FRAMES_PER_CALL * FRAME and s.done
+
+
+def test_a_process_that_used_the_live_engine_exits_cleanly(small_hf, clips):
+    """The engine thread frees what MLX made on it: left to the interpreter's exit, the thread's
+    stream aborted the process ("terminate called without an active exception", status 134)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from mlx_kyutai_is import load\n"
+        f"stt = load({str(small_hf)!r})\n"
+        "with stt.live(max_streams=2) as live:\n"
+        "    s = live.open('both')\n"
+        "    s.feed(np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1)\n"
+        "    print(len(s.flush().result(60)['en'].tokens))\n"
+    )
+    for _ in range(2):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-500:]
