@@ -267,17 +267,6 @@ class Engine:
             self.mimi_state.resize(n)
 
     # -- stepping -------------------------------------------------------------------------------
-    @property
-    def has_work(self) -> bool:
-        """Whether `step()` would run anything now."""
-        return any(
-            not s.done and (s.finishing or len(s._queue) >= self.frame_size or self._starting(s))
-            for s in self.streams.values()
-        )
-
-    def _starting(self, s: EngineStream) -> bool:
-        return any(self.decoder.steps(r) == 0 for r in s.rows)
-
     def step(self) -> bool:
         """One tick for every stream that can go on; returns whether anything ran. Words become
         final in `EngineStream.words` as their tokens are read (all are read by `drain()`)."""
@@ -374,6 +363,7 @@ class Engine:
 
     # -- figures --------------------------------------------------------------------------------
     def stats(self) -> dict:
+        """Streams, rows, LM steps run, rows per step (how many stepped together), ms per tick."""
         return dict(
             active_streams=len(self.streams),
             rows=sum(r is not None for r in self.decoder.rows),
@@ -381,6 +371,7 @@ class Engine:
             rows_last_step=self.last_rows,
             max_rows_per_step=self.max_rows,
             mean_rows_per_step=self.rows_stepped / self.steps if self.steps else 0.0,
+            mean_step_ms=1e3 * self.step_seconds / self.steps if self.steps else 0.0,
         )
 
 
@@ -525,17 +516,8 @@ class LiveEngine:
     def stats(self) -> dict:
         """Streams open, engine steps, rows per step (how many streams stepped together)."""
         e = self.engine
-        if e is None:
-            return dict(active_streams=self._open, max_streams=self.max_streams, steps=0)
-        return dict(
-            active_streams=self._open,
-            max_streams=self.max_streams,
-            steps=e.steps,
-            rows_last_step=e.last_rows,
-            max_rows_per_step=e.max_rows,
-            mean_rows_per_step=e.rows_stepped / e.steps if e.steps else 0.0,
-            mean_step_ms=1e3 * e.step_seconds / e.steps if e.steps else 0.0,
-        )
+        stats = e.stats() if e is not None else dict(steps=0)
+        return {**stats, "active_streams": self._open, "max_streams": self.max_streams}
 
     def close(self, timeout: float | None = None):
         """Finish the utterances being flushed, then stop the engine thread."""
