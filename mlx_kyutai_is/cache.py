@@ -111,7 +111,7 @@ class BatchRotatingKVCache:
         self.keys = self.values = None
         self.batch_size = 0
         self.offset = None
-        self._mask = None
+        self._mask = self._slots = None
 
     def resize(self, n: int):
         """Grow (zero rows) or shrink to `n` rows."""
@@ -124,11 +124,13 @@ class BatchRotatingKVCache:
                 self.keys, self.values = self.keys[:n], self.values[:n]
         self.batch_size = n
 
-    def seek(self, positions: mx.array, mask: mx.array | None):
-        """Set the (B,) positions of the next step's tokens and the bool (B, 1, 1, max_size) mask of
-        the slots each row may attend (None: all)."""
+    def seek(self, positions: mx.array, mask: mx.array | None, slots: mx.array | None = None):
+        """Set the (B,) positions of the next step's tokens, the bool (B, 1, 1, max_size) mask of
+        the slots each row may attend (None: all) and, optionally, the (B,) slots they write
+        (``positions % max_size``, computed once per step for every layer by the caller)."""
         self.offset = positions
         self._mask = mask
+        self._slots = slots
 
     def make_mask(self, N: int, window_size: int | None = None):
         if N != 1:
@@ -150,7 +152,8 @@ class BatchRotatingKVCache:
         if self.keys is None or self.keys.shape[0] != B:
             self.keys = mx.zeros((B, H, self.max_size, D), keys.dtype)
             self.values = mx.zeros((B, H, self.max_size, values.shape[3]), values.dtype)
-        slot = (self.offset % self.max_size).reshape(B, 1, 1, 1)
+        slots = self._slots if self._slots is not None else self.offset % self.max_size
+        slot = slots.reshape(B, 1, 1, 1)
         self.keys = mx.put_along_axis(self.keys, slot, keys, axis=2)
         self.values = mx.put_along_axis(self.values, slot, values, axis=2)
         return self.keys, self.values

@@ -194,6 +194,14 @@ class BatchDecoder:
         self._prev = mx.zeros((0,), mx.int32)
         self._bos = None
 
+        @mx.compile
+        def choose(free, forced, is_forced, ready, prev):
+            # The row's token (forced or argmax) and the text input of its next step: one kernel.
+            token = mx.where(is_forced, forced, free.astype(mx.int32))
+            return token, mx.where(ready, token, prev)
+
+        self._choose = choose
+
     @property
     def capacity(self) -> int:
         return len(self.rows)
@@ -276,20 +284,19 @@ class BatchDecoder:
             x = self._bos_inputs(n)
         else:
             x = mx.concatenate([self._prev[:, None], audio.astype(mx.int32)], axis=1)
+        # Positions, slots and masks are made on the host: arrays the graph reads, not kernels.
+        window = self.args.sliding_window
         positions_mx = mx.array(positions)
+        slots = mx.array(positions % window)
         mask = None
-        if positions.size and positions.min() < self.args.sliding_window - 1:
+        if positions.size and positions.min() < window - 1:
             # Young rows: only the slots written since the row started (the step's own included).
-            slots = mx.arange(self.args.sliding_window)[None]
-            mask = (slots <= positions_mx[:, None])[:, None, None, :]
+            mask = mx.array((np.arange(window)[None] <= positions[:, None])[:, None, None, :])
         for c in self.cache:
-            c.seek(positions_mx, mask)
+            c.seek(positions_mx, mask, slots)
         logits = self.lm(x[:, None], self.cache)[:, -1]
-        free = mx.argmax(logits, axis=-1).astype(mx.int32)
-        forced_mx = mx.array(forced)
-        token = mx.where(forced_mx >= 0, forced_mx, free)
-        ready_mx = mx.array(ready[:n])
-        self._prev = mx.where(ready_mx, token, self._prev)
+        free = mx.argmax(logits, axis=-1)
+        token, self._prev = self._choose(free, mx.array(forced), mx.array(forced >= 0), mx.array(ready[:n]), self._prev)
         # The caches need no undo: a row that was not ready wrote into the slot its next real step
         # overwrites (the oldest key, which that step no longer attends).
         for i, _ in info:

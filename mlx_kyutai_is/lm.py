@@ -7,7 +7,7 @@ and predicts the next text token. The arithmetic follows transformers'
 `KyutaiSpeechToTextForConditionalGeneration` stepping through its sliding-window cache.
 """
 
-from functools import lru_cache, partial
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -16,11 +16,14 @@ from .cache import RotatingKVCache, window_mask
 from .config import LmArgs
 
 
-# The elementwise tails below are compiled (as mlx-lm's `swiglu`): each fuses its casts and
-# arithmetic into one kernel, which on a GPU is what a one-token step mostly pays for (launches).
-# The dtype steps are kept, so results are those of the uncompiled code. Only the same-shape
-# elementwise `silu_gate` is shapeless; the norm and the reduction compile per shape, as a
-# precaution (mimi.py: a shapeless graph with a reduction went wrong when reused across shapes).
+# The elementwise pieces below are compiled (as mlx-lm's `swiglu`): each fuses its casts and
+# arithmetic into one kernel, which on a GPU is what a one-token step mostly pays for (launches;
+# `mlx-kyutai-is bench --kernels` counts them). The dtype steps are kept, so results are those of
+# the uncompiled code, bit for bit. Only the same-shape elementwise `silu_gate` is shapeless; the
+# others compile per shape, as a precaution (mimi.py: a shapeless graph with a reduction went
+# wrong when reused across shapes). The RMSNorms read float32 from `add_f32`, which makes the
+# residual sum and its float32 copy in one kernel, and their weights from a float32 copy made
+# once: per norm 3 kernels (add + cast, norm, cast back) instead of 5.
 
 
 @partial(mx.compile, shapeless=True)
@@ -29,21 +32,25 @@ def silu_gate(gate: mx.array, value: mx.array) -> mx.array:
     return nn.silu(gate.astype(mx.float32)).astype(value.dtype) * value
 
 
-@lru_cache(maxsize=None)
-def rms_norm_f32(eps: float):
-    """RMSNorm in float32, cast back (compiled once per eps)."""
-
-    @mx.compile
-    def norm(x: mx.array, weight: mx.array) -> mx.array:
-        return mx.fast.rms_norm(x.astype(mx.float32), weight.astype(mx.float32), eps).astype(x.dtype)
-
-    return norm
+@mx.compile
+def add_f32(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
+    """The residual sum, and that sum (rounded to its dtype) in float32 for the next RMSNorm: one
+    kernel for what was an add and a cast."""
+    s = x + y
+    return s, s.astype(mx.float32)
 
 
 @mx.compile
-def sum_embeddings(e: mx.array) -> mx.array:
-    # Summed in float32 and rounded once, as torch sums bf16.
-    return e.astype(mx.float32).sum(axis=2).astype(e.dtype)
+def embedding_rows(tokens: mx.array, offsets: mx.array, pad: mx.array) -> mx.array:
+    # `pad` (the zero last row) is read as is; other ids are offset to their codebook's rows.
+    return mx.where(tokens == pad, tokens, tokens + offsets)
+
+
+@mx.compile
+def sum_embeddings(e: mx.array) -> tuple[mx.array, mx.array]:
+    # Summed in float32 and rounded once, as torch sums bf16; and, as `add_f32`, in float32 again.
+    x = e.astype(mx.float32).sum(axis=2).astype(e.dtype)
+    return x, x.astype(mx.float32)
 
 
 class Attention(nn.Module):
@@ -53,9 +60,9 @@ class Attention(nn.Module):
         self.n_kv_heads = args.num_key_value_heads
         self.head_dim = args.head_dim
         self.scale = self.head_dim**-0.5
-        self.q_proj = nn.Linear(args.hidden_size, self.n_heads * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=False)
+        # q, k and v in one matmul (`LM.sanitize` concatenates transformers' three weights).
+        heads = self.n_heads + 2 * self.n_kv_heads
+        self.qkv_proj = nn.Linear(args.hidden_size, heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=False)
         # RoPE wavelengths as transformers computes them (theta ** (2i / d) in float32). mx.fast.rope's
         # own `base` path derives them differently and the angles drift apart as positions grow
@@ -71,12 +78,12 @@ class Attention(nn.Module):
 
     def __call__(self, x: mx.array, cache=None, mask=None) -> mx.array:
         B, T, _ = x.shape
-        q = self.q_proj(x).reshape(B, T, self.n_heads, -1).transpose(0, 2, 1, 3)
-        k = self.k_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
+        H, K = self.n_heads, self.n_kv_heads
+        qkv = self.qkv_proj(x).reshape(B, T, H + 2 * K, -1).transpose(0, 2, 1, 3)
         offset = cache.offset if cache is not None else 0
-        q = self.rope(q, offset)
-        k = self.rope(k, offset)
+        # q and k rotated in one call: RoPE acts on each head and position alone.
+        qk = self.rope(qkv[:, : H + K], offset)
+        q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + K :]
         if cache is not None:
             k, v = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
@@ -97,15 +104,35 @@ class GatedMLP(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm computed in float32 and cast back, as transformers' KyutaiSpeechToTextRMSNorm."""
+    """RMSNorm computed in float32, as transformers' KyutaiSpeechToTextRMSNorm (which casts the
+    result back to the input's dtype: `__call__` does, `norm` leaves that to the caller).
+
+    The weight is read in float32 from a copy made once (rebuilt whenever the parameter is
+    replaced), not cast on every call."""
 
     def __init__(self, dims: int, eps: float):
         super().__init__()
         self.weight = mx.ones((dims,))
         self.eps = eps
+        self._weight_f32 = self._derived_from = None
+
+    def update(self, parameters: dict, strict: bool = True):
+        super().update(parameters, strict=strict)
+        self._derived_from = None
+        return self
+
+    def weight_f32(self) -> mx.array:
+        if self._derived_from is not self.weight:
+            self._weight_f32 = self.weight.astype(mx.float32)
+            self._derived_from = self.weight
+        return self._weight_f32
+
+    def norm(self, x32: mx.array) -> mx.array:
+        """float32 in (the residual stream cast up, e.g. by `add_f32`), float32 out."""
+        return mx.fast.rms_norm(x32, self.weight_f32(), self.eps)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return rms_norm_f32(self.eps)(x, self.weight)
+        return self.norm(x.astype(mx.float32)).astype(x.dtype)
 
 
 class DecoderLayer(nn.Module):
@@ -116,9 +143,12 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(args.hidden_size, args.rms_norm_eps)
 
-    def __call__(self, x, cache=None, mask=None):
-        x = x + self.self_attn(self.input_layernorm(x), cache, mask)
-        return x + self.mlp(self.post_attention_layernorm(x))
+    def __call__(self, x, x32, cache=None, mask=None):
+        """x: the residual stream, x32: the same in float32 (for the norm). Returns both, updated."""
+        h = self.input_layernorm.norm(x32).astype(x.dtype)
+        x, x32 = add_f32(x, self.self_attn(h, cache, mask))
+        h = self.post_attention_layernorm.norm(x32).astype(x.dtype)
+        return add_f32(x, self.mlp(h))
 
 
 class LM(nn.Module):
@@ -145,11 +175,14 @@ class LM(nn.Module):
             [0] + [args.vocab_size + k * args.codebook_vocab_size for k in range(args.num_codebooks)],
             dtype=mx.int32,
         )
+        self._pad = mx.array(args.audio_pad_token_id, dtype=mx.int32)
 
     def embed(self, tokens: mx.array) -> mx.array:
         """Sum of the text and codebook embeddings; `audio_pad_token_id` is the (zero) last row as is."""
-        pad = self.args.audio_pad_token_id
-        rows = mx.where(tokens == pad, tokens, tokens + self._offsets)
+        return self._embed(tokens)[0]
+
+    def _embed(self, tokens: mx.array) -> tuple[mx.array, mx.array]:
+        rows = embedding_rows(tokens, self._offsets, self._pad)
         # One gather for all 33 columns.
         return sum_embeddings(self.embed_tokens(rows))
 
@@ -172,7 +205,7 @@ class LM(nn.Module):
             float32 logits (B, T, vocab_size). Every step attends exactly the last `sliding_window`
             positions (itself included), whether run one at a time or as a chunk.
         """
-        x = self.embed(tokens)
+        x, x32 = self._embed(tokens)
         T, window = x.shape[1], self.args.sliding_window
         if cache is not None:
             mask = cache[0].make_mask(T, window_size=window)
@@ -181,8 +214,8 @@ class LM(nn.Module):
         else:
             mask = None
         for layer, c in zip(self.layers, cache or [None] * len(self.layers)):
-            x = layer(x, c, mask)
-        return self.lm_head(self.norm(x)).astype(mx.float32)
+            x, x32 = layer(x, x32, c, mask)
+        return self.lm_head(self.norm.norm(x32).astype(x.dtype)).astype(mx.float32)
 
     def make_cache(self) -> list[RotatingKVCache]:
         """One rolling cache of `sliding_window` slots per layer."""
@@ -201,7 +234,8 @@ class LM(nn.Module):
 
         `model.embed_tokens.embed_tokens.weight` -> `embed_tokens.weight`,
         `model.layers.{i}.self_attn.q_proj.linear.weight` -> `layers.{i}.self_attn.q_proj.weight`,
-        `model.layers.{i}.mlp.fc1.weight`, norms, `model.norm.weight`, `lm_head.weight` keep their tails.
+        `model.layers.{i}.mlp.fc1.weight`, norms, `model.norm.weight`, `lm_head.weight` keep their tails;
+        each layer's `q_proj`, `k_proj`, `v_proj` become one `qkv_proj` (see `fuse_qkv`).
         """
         out = {}
         for k, v in weights.items():
@@ -209,4 +243,23 @@ class LM(nn.Module):
             k = k.replace("embed_tokens.embed_tokens.", "embed_tokens.")
             k = k.replace("_proj.linear.", "_proj.")
             out[k] = v
-        return out
+        return fuse_qkv(out)
+
+
+def fuse_qkv(weights: dict) -> dict:
+    """`*.q_proj.X`, `*.k_proj.X`, `*.v_proj.X` -> `*.qkv_proj.X`, concatenated along the output
+    axis, for X in weight, bias, scales, biases: a quantized layer quantizes each output row on
+    its own, so the fused layer is exactly the three, quantized or not. Idempotent; a names-only
+    dict (values None) gives the fused names."""
+    out, fused = {}, set()
+    for k, v in weights.items():
+        names = [k.replace(".q_proj.", f".{n}_proj.") for n in "qkv"]
+        if ".q_proj." not in k or not all(n in weights for n in names):
+            out[k] = v  # k/v of a fused triple are dropped below; an incomplete one stays for the loader
+            continue
+        parts = [weights[n] for n in names]
+        out[k.replace(".q_proj.", ".qkv_proj.")] = (
+            mx.concatenate(parts, axis=0) if all(isinstance(a, mx.array) for a in parts) else None
+        )
+        fused.update(names)
+    return {k: v for k, v in out.items() if k not in fused}

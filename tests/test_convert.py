@@ -253,7 +253,8 @@ def test_full_size_quantization_plan():
         if bits:
             quantize_model(model, bits=bits, group_size=64)
             q = [p for p, m in model.named_modules() if isinstance(m, nn.QuantizedLinear)]
-            assert len(q) == 16 * 6 and all(p.startswith("lm.layers.") for p in q)
+            # per layer: qkv_proj (q, k, v fused at load), o_proj, fc1, fc2
+            assert len(q) == 16 * 4 and all(p.startswith("lm.layers.") for p in q)
             assert all(m.bits == bits for _, m in model.named_modules() if isinstance(m, nn.QuantizedLinear))
         params = dict(tree_flatten(model.parameters()))
         # on disk: Mimi float32, LM float weights / scales / biases bf16, packed weights uint32
@@ -366,8 +367,9 @@ CASES = {
     # A Hugging Face checkpoint is checked after sanitize: the names are the MLX ones.
     "hf missing layer": (
         dict(src="hf", edit_weights=_drop_layer),
-        "missing 8 tensor(s): lm.layers.1.input_layernorm.weight, lm.layers.1.mlp.fc1.weight, "
-        "lm.layers.1.mlp.fc2.weight and 5 more",
+        # 6: q/k/v are one qkv_proj after sanitize
+        "missing 6 tensor(s): lm.layers.1.input_layernorm.weight, lm.layers.1.mlp.fc1.weight, "
+        "lm.layers.1.mlp.fc2.weight and 3 more",
     ),
     "hf wrong shape": (
         dict(src="hf", edit_weights=lambda w: w.update({"model.norm.weight": mx.ones((65,), mx.bfloat16)})),
