@@ -22,14 +22,16 @@ import mlx.nn as nn
 import numpy as np
 
 from .config import MimiArgs
+from .lm import fuse_qkv
 
 
 # Small elementwise pieces are compiled (one fused kernel each instead of 2-4): a streaming
-# frame is hundreds of tiny ops, and on a GPU their launches, not the arithmetic, set its time.
-# The operations and dtypes are unchanged, so the codes are too. Only the unary `elu` is
-# shapeless: `nearest_codeword` compiled shapeless (matmul, argmin, gather) gave wrong codes once
-# reused for another shape (MLX 0.32.4, caught by test_mimi), so it and, as a precaution, the
-# broadcasting `scaled_residual` recompile per shape (a handful: 1 frame, 12-13 per 1 s chunk).
+# frame is hundreds of tiny ops, and on a GPU their launches, not the arithmetic, set its time
+# (`mlx-kyutai-is bench --kernels` counts them). The operations and dtypes are unchanged, so the
+# codes are too. Only the unary `elu` is shapeless: a shapeless quantizer stage (matmul, argmin,
+# gather) gave wrong codes once reused for another shape (MLX 0.32.4, caught by test_mimi), so, as
+# a precaution, the broadcasting pieces recompile per shape (a handful: 1 frame, 12-13 per 1 s
+# chunk). The quantizer stage itself has nothing left to fuse (addmm, argmin, gather, subtract).
 
 
 @partial(mx.compile, shapeless=True)
@@ -43,11 +45,23 @@ def scaled_residual(x: mx.array, scale: mx.array, y: mx.array) -> mx.array:
     return x + scale * y
 
 
+# A convolution's bias added in the kernel of what follows it (same operations, same order).
 @mx.compile
+def elu_bias(y: mx.array, bias: mx.array) -> mx.array:
+    return elu(y + bias)
+
+
+@mx.compile
+def add_bias(residual: mx.array, y: mx.array, bias: mx.array) -> mx.array:
+    return residual + (y + bias)
+
+
 def nearest_codeword(residual: mx.array, emb: mx.array, emb_sq: mx.array) -> tuple[mx.array, mx.array]:
     """One residual-quantizer stage: the nearest codeword of each row and the new residual."""
-    # argmin |x - e|^2 = argmin |e|^2 - 2 x.e (|x|^2 is the same for every codeword).
-    codes = mx.argmin(emb_sq - 2 * (residual @ emb.T), axis=-1).astype(mx.int32)
+    # argmin |x - e|^2 = argmin |e|^2 - 2 x.e (|x|^2 is the same for every codeword), the
+    # distances in one kernel (addmm: the matmul's epilogue adds |e|^2; scaling by -2 is exact).
+    # uint32 codes, as argmin gives them: the quantizer casts them once, all stages stacked.
+    codes = mx.argmin(mx.addmm(emb_sq, residual, emb.T, alpha=-2.0, beta=1.0), axis=-1)
     return codes, residual - emb[codes]
 
 
@@ -84,10 +98,18 @@ class CausalConv1d(nn.Module):
         self.idx = -1  # slot in MimiState.conv, set by MimiEncoder
 
     def _conv(self, x):
-        y = mx.conv1d(x, self.weight, stride=self.stride, dilation=self.dilation)
-        return y + self.bias if "bias" in self else y
+        return mx.conv1d(x, self.weight, stride=self.stride, dilation=self.dilation)
 
-    def __call__(self, x: mx.array, state: "MimiState", final: bool = False) -> mx.array:
+    def __call__(self, x: mx.array, state: "MimiState", final: bool = False, bias: bool = True) -> mx.array:
+        """The convolution of the stream's next `x`; `bias=False` leaves the bias to the caller
+        (to fuse it into what follows: `elu_bias`, `add_bias`)."""
+        y = self._stream(x, state, final)
+        return y + self.bias if bias and "bias" in self else y
+
+    def _stream(self, x: mx.array, state: "MimiState", final: bool) -> mx.array:
+        if self.padding_total == 0 and self.stride == 1:
+            # A 1x1 convolution needs no context: no state to carry.
+            return self._conv(x) if x.shape[1] else mx.zeros((x.shape[0], 0, self.out_ch), x.dtype)
         buf = state.conv[self.idx]
         if buf is None:
             if x.shape[1] == 0:
@@ -106,8 +128,11 @@ class CausalConv1d(nn.Module):
         x = mx.concatenate([buf, x], axis=1) if x.shape[1] else buf
         n = max(0, (x.shape[1] - self.kernel_eff) // self.stride + 1)
         y = self._conv(x[:, : (n - 1) * self.stride + self.kernel_eff]) if n else None
-        # A copy, not a view: a view would keep this whole chunk's activations alive.
-        rest = mx.contiguous(x[:, n * self.stride :])
+        rest = x[:, n * self.stride :]
+        if not state.views:
+            # A view keeps this call's whole input alive until the next call: 1.7 MB per row for
+            # a one-frame call at full size, 20 MB for 12 frames. Only one-frame calls keep views.
+            rest = mx.contiguous(rest)
         state.conv[self.idx] = rest
         if final and rest.shape[1] > self.padding_total:
             # transformers' extra right padding: complete the last, partial stride.
@@ -140,11 +165,13 @@ class ResnetBlock(nn.Module):
 
     def __call__(self, x, state, final=False):
         residual = x
-        for layer in self.block:
-            x = layer(x, state, final) if isinstance(layer, CausalConv1d) else layer(x)
+        x = _run_layers(self.block, x, state, final, last_bias=False)
         if "shortcut" in self:
             residual = self.shortcut(residual, state, final)
         # Stride-1 causal convs return as many steps as they get: the sum lines up.
+        last = self.block[-1]
+        if isinstance(last, CausalConv1d) and "bias" in last:
+            return add_bias(residual, x, last.bias)
         return residual + x
 
 
@@ -166,9 +193,28 @@ class SeanetEncoder(nn.Module):
         self.layers = layers
 
     def __call__(self, x, state, final=False):
-        for layer in self.layers:
-            x = layer(x) if isinstance(layer, ELU) else layer(x, state, final)
-        return x
+        return _run_layers(self.layers, x, state, final)
+
+
+def _run_layers(layers, x, state, final, last_bias=True):
+    """ELUs, convolutions and blocks in order; a conv's bias goes into the ELU right after it
+    (`elu_bias`), and, with `last_bias=False`, a last conv's is left to the caller."""
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, ELU):
+            x = layer(x)
+        elif isinstance(layer, CausalConv1d) and "bias" in layer:
+            then_elu = i + 1 < len(layers) and isinstance(layers[i + 1], ELU)
+            is_last = i + 1 == len(layers)
+            x = layer(x, state, final, bias=not (then_elu or (is_last and not last_bias)))
+            if then_elu:
+                x = elu_bias(x, layer.bias)
+                i += 1
+        else:
+            x = layer(x, state, final)
+        i += 1
+    return x
 
 
 class Attention(nn.Module):
@@ -179,20 +225,20 @@ class Attention(nn.Module):
         self.head_dim = args.head_dim
         self.scale = self.head_dim**-0.5
         bias = args.attention_bias
-        self.q_proj = nn.Linear(args.hidden_size, self.n_heads * self.head_dim, bias=bias)
-        self.k_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
-        self.v_proj = nn.Linear(args.hidden_size, self.n_kv_heads * self.head_dim, bias=bias)
+        # q, k and v in one matmul (`MimiEncoder.sanitize` concatenates transformers' three weights).
+        heads = self.n_heads + 2 * self.n_kv_heads
+        self.qkv_proj = nn.Linear(args.hidden_size, heads * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_heads * self.head_dim, args.hidden_size, bias=bias)
         # transformers' rotate-half RoPE (traditional=False).
         self.rope = nn.RoPE(self.head_dim, traditional=False, base=args.rope_theta)
 
     def __call__(self, x, cache, mask):
         B, T, _ = x.shape
-        q = self.q_proj(x).reshape(B, T, self.n_heads, -1).transpose(0, 2, 1, 3)
-        k = self.k_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        v = self.v_proj(x).reshape(B, T, self.n_kv_heads, -1).transpose(0, 2, 1, 3)
-        q = self.rope(q, offset=cache.offset)
-        k = self.rope(k, offset=cache.offset)
+        H, K = self.n_heads, self.n_kv_heads
+        qkv = self.qkv_proj(x).reshape(B, T, H + 2 * K, -1).transpose(0, 2, 1, 3)
+        # q and k rotated in one call: RoPE acts on each head and position alone.
+        qk = self.rope(qkv[:, : H + K], offset=cache.offset)
+        q, k, v = qk[:, :H], qk[:, H:], qkv[:, H + K :]
         k, v = cache.update_and_fetch(k, v)
         out = mx.fast.scaled_dot_product_attention(q, k, v, scale=self.scale, mask=mask)
         return self.o_proj(out.transpose(0, 2, 1, 3).reshape(B, T, -1))
@@ -235,14 +281,19 @@ class TransformerLayer(nn.Module):
 class WindowKVCache:
     """Keys/values of the last `window - 1` positions of one attention layer.
 
-    With a step's own T new keys appended, every query can attend exactly its window (transformers'
+    With a step's own T new keys, every query attends exactly its window (transformers'
     sliding-window mask: 0 <= q - k < window, itself included); `offset` counts every position ever
     seen, so RoPE positions keep growing while memory stays at one window.
 
-    Two layouts: a stream whose rows all started together keeps only the keys seen so far (grows
-    to `window - 1`); the engine's batch of rows that join and leave at any time (`fixed`) keeps
-    `window - 1` slots per row from the start, with per-row `counts` of the valid (newest) ones
-    and per-row `offsets`, so every row has the same shape and a new row never sees old keys.
+    Two layouts. A stream whose rows all started together (`encode`, `encode_step`) keeps the keys
+    in time order, only those seen so far (growing to `window - 1`), and appends each call's keys.
+    The engine's batch of rows that join and leave at any time (`fixed`) keeps a preallocated
+    ring per row: position p is written at slot ``p % ring`` (one scatter per call, nothing
+    copied), `ring` >= window - 1 + T slots so a call's T new keys never overwrite a key its
+    queries still attend; per-row `offsets` say which position each slot holds, so a new row
+    never sees old keys (their positions would be negative) and rows may be at any position.
+    Attention is order-free over the keys (RoPE is in them), so the ring's order does not matter
+    but for float rounding.
     """
 
     def __init__(self, window: int, fixed_rows: int | None = None, heads: int = 0, head_dim: int = 0):
@@ -250,11 +301,11 @@ class WindowKVCache:
         self.keys = self.values = None
         self.fixed = fixed_rows is not None
         n = fixed_rows or 0
-        self.counts = np.zeros(n, np.int64)  # valid keys per row (fixed layout)
         self.offsets = np.zeros(n, np.int64)  # positions seen per row (fixed layout)
         self._offset = 0
         if self.fixed:
-            shape = (n, heads, window - 1, head_dim)
+            # Room for one frame's keys (2 at Mimi's 25 Hz); grown when a call brings more.
+            shape = (n, heads, window + 1, head_dim)
             self.keys, self.values = mx.zeros(shape), mx.zeros(shape)
 
     @property
@@ -265,32 +316,58 @@ class WindowKVCache:
             return int(self.offsets[0])
         return mx.array(self.offsets.astype(np.int32))
 
+    def _ring(self, T: int) -> int:
+        return max(self.keys.shape[2], self.window - 1 + T)
+
     def make_mask(self, T: int) -> mx.array | None:
-        """The mask for the next T queries, before `update_and_fetch`: (T, keys), or
-        (B, 1, T, keys) when rows differ in how many valid keys they have."""
+        """The mask for the next T queries, before `update_and_fetch`, made on the host: (T, keys),
+        or (B, 1, T, keys) when rows are at different positions; None when all keys are visible."""
         if not self.fixed:
             if T == 1:
                 return None  # it gets at most `window` keys, none in its future
             n_prev = 0 if self.keys is None else self.keys.shape[2]
-            q = mx.arange(self._offset, self._offset + T)[:, None]
-            k = mx.arange(self._offset - n_prev, self._offset + T)[None]
-            return (k <= q) & (q - k < self.window)
-        L = self.window - 1
-        q = np.arange(L, L + T)[:, None]
-        k = np.arange(L + T)[None]
-        shared = (k <= q) & (q - k < self.window)
-        if (self.counts == L).all():
-            return None if T == 1 else mx.array(shared)
-        valid = k[None] >= (L - self.counts)[:, None, None]  # (B, 1, keys)
-        return mx.array((shared[None] & valid)[:, None])
+            q = np.arange(self._offset, self._offset + T)[:, None]
+            k = np.arange(self._offset - n_prev, self._offset + T)[None]
+            return mx.array((k <= q) & (q - k < self.window))
+        R = self._ring(T)
+        rows = np.unique(self.offsets) if self.offsets.size else np.zeros(1, np.int64)
+        # The position slot j holds once this call's keys are in: the newest p <= last, p = j mod R.
+        last = rows[:, None, None] + T - 1
+        slot_pos = last - (last - np.arange(R)[None, None]) % R  # (rows, 1, R)
+        q = rows[:, None, None] + np.arange(T)[None, :, None]  # (rows, T, 1)
+        mask = (slot_pos >= 0) & (slot_pos <= q) & (q - slot_pos < self.window)
+        if len(rows) == 1:
+            return mx.array(mask[0])
+        return mx.array(mask[np.searchsorted(rows, self.offsets)][:, None])
+
+    def _grow(self, R: int):
+        """Re-lay the rings out at R slots (rare: a call bringing more keys than ever before)."""
+        old = self.keys.shape[2]
+        src = np.zeros((len(self.offsets), R), np.int64)
+        for b, n in enumerate(self.offsets):
+            p = np.arange(max(0, n - (self.window - 1)), n)
+            src[b, p % R] = p % old
+        index = mx.array(src.astype(np.int32))[:, None, :, None]
+        self.keys = mx.take_along_axis(self.keys, index, axis=2)
+        self.values = mx.take_along_axis(self.values, index, axis=2)
+
+    def reserve(self, T: int):
+        """Fixed layout: make the rings hold a call of T new keys (re-laid out if they must grow)."""
+        if self._ring(T) > self.keys.shape[2]:
+            self._grow(self._ring(T))
 
     def update_and_fetch(self, keys: mx.array, values: mx.array) -> tuple[mx.array, mx.array]:
         T = keys.shape[2]
         if self.fixed:
+            self.reserve(T)
+            R = self.keys.shape[2]
+            slots = (self.offsets[:, None] + np.arange(T)[None]) % R
+            index = mx.array(slots.astype(np.int32))[:, None, :, None]
+            self.keys = mx.put_along_axis(self.keys, index, keys, axis=2)
+            self.values = mx.put_along_axis(self.values, index, values, axis=2)
             self.offsets += T
-            self.counts = np.minimum(self.counts + T, self.window - 1)
-        else:
-            self._offset += T
+            return self.keys, self.values
+        self._offset += T
         if self.keys is not None:
             keys = mx.concatenate([self.keys, keys], axis=2)
             values = mx.concatenate([self.values, values], axis=2)
@@ -379,7 +456,7 @@ class SplitResidualVectorQuantizer(nn.Module):
         x = x.reshape(B * T, D)
         sem = self.semantic_residual_vector_quantizer.encode(x)
         aco = self.acoustic_residual_vector_quantizer.encode(x)
-        return mx.concatenate([sem, aco], axis=-1).reshape(B, T, -1)
+        return mx.concatenate([sem, aco], axis=-1).reshape(B, T, -1).astype(mx.int32)
 
 
 @dataclass
@@ -398,6 +475,7 @@ class MimiState:
     flushed: bool = False
     fresh: mx.array | None = None  # bool (B, 1, 1) during a `step`: rows starting a new stream
     fresh_rows: np.ndarray | None = None  # fixed layout: rows that have not been fed yet
+    views: bool = False  # during a one-frame `step`: conv state kept as views of the input, not copies
 
     @property
     def nbytes(self) -> int:
@@ -413,7 +491,6 @@ class MimiState:
         """Fixed layout: make `rows` new streams (they start from a new stream's padding and
         position 0 at their next `step`)."""
         for c in self.kv:
-            c.counts[rows] = 0
             c.offsets[rows] = 0
         self.fresh_rows[rows] = True
 
@@ -429,7 +506,6 @@ class MimiState:
         self.conv = [fit(b) for b in self.conv]
         for c in self.kv:
             c.keys, c.values = fit(c.keys), fit(c.values)
-            c.counts = np.concatenate([c.counts[:n], np.zeros(max(0, n - old), np.int64)])
             c.offsets = np.concatenate([c.offsets[:n], np.zeros(max(0, n - old), np.int64)])
         self.fresh_rows = np.concatenate([self.fresh_rows[:n], np.ones(max(0, n - old), bool)])
         self.batch_size = n
@@ -550,21 +626,28 @@ class MimiEncoder(nn.Module):
         B = audio.shape[0]
         active = np.ones(B, bool) if active is None else np.asarray(active, bool)
         partial = not active.all()
+        # Rings big enough for this call's transformer positions before any state is kept.
+        positions = audio.shape[1] // self.frame_size * round(self.args.encodec_frame_rate / self.args.frame_rate)
+        for c in state.kv:
+            c.reserve(positions)
         if partial:
             old_conv = list(state.conv)
-            old_kv = [(c.keys, c.values, c.counts.copy(), c.offsets.copy()) for c in state.kv]
+            old_kv = [(c.keys, c.values, c.offsets.copy()) for c in state.kv]
         if state.fresh_rows.any():
             state.fresh = mx.array(state.fresh_rows)[:, None, None]
-        codes = self._forward(audio, state, final=False)
+        state.views = audio.shape[1] == self.frame_size
+        try:
+            codes = self._forward(audio, state, final=False)
+        finally:
+            state.views = False
         state.fresh = None
         state.fresh_rows = state.fresh_rows & ~active
         if partial:
             keep = mx.array(active)
             k3, k4 = keep[:, None, None], keep[:, None, None, None]
             state.conv = [mx.where(k3, new, old) for new, old in zip(state.conv, old_conv)]
-            for c, (keys, values, counts, offsets) in zip(state.kv, old_kv):
+            for c, (keys, values, offsets) in zip(state.kv, old_kv):
                 c.keys, c.values = mx.where(k4, c.keys, keys), mx.where(k4, c.values, values)
-                c.counts = np.where(active, c.counts, counts)
                 c.offsets = np.where(active, c.offsets, offsets)
         return codes
 
@@ -683,7 +766,8 @@ class MimiEncoder(nn.Module):
 
         `encoder.layers.{i}[.block.{j}].conv.weight` (out, in, k) -> `encoder.layers.{i}[.block.{j}].weight`
         (out, k, in), `downsample.conv.weight` -> `downsample.weight`, quantizer `input_proj.weight`
-        (out, in, 1) -> (out, in); transformer keys keep their names. Decoder, upsample, `output_proj`
+        (out, in, 1) -> (out, in); transformer keys keep their names, but for each layer's `q_proj`,
+        `k_proj`, `v_proj`, fused into one `qkv_proj` (`lm.fuse_qkv`). Decoder, upsample, `output_proj`
         and `initialized` keys are dropped. transformers' in-memory names
         (`encoder.encoder_seanet.`, `encoder.encoder_transformer.`, `encoder.downsample.`) are
         accepted too. Idempotent: our own names pass through unchanged.
@@ -709,4 +793,4 @@ class MimiEncoder(nn.Module):
             elif k.endswith("input_proj.weight") and v.ndim == 3:
                 v = v[..., 0]
             out[k] = v
-        return out
+        return fuse_qkv(out)

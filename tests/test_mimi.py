@@ -231,6 +231,66 @@ def test_streaming_batch(small, clips):
     np.testing.assert_array_equal(np.concatenate(out, 1), np.array(m.encode(mx.array(x), pad_last=False)))
 
 
+def _fit(a, n):
+    return np.pad(a[:n], (0, max(0, n - len(a))))
+
+
+def _fixed_steps(m, x, plan):
+    """`MimiEncoder.step` on a fixed-layout batch: plan = [(frames, active rows, rows reset)]; returns
+    each row's codes, concatenated over the calls it was active in (restarting at a reset)."""
+    B = x.shape[0]
+    state, out, fed = m.make_state(B, fixed=True), [[] for _ in range(B)], np.zeros(B, int)
+    for k, active, reset in plan:
+        for r in reset:
+            state.reset_rows([r])
+            out[r], fed[r] = [], 0
+        audio = np.zeros((B, k * FRAME), np.float32)
+        for r in active:
+            audio[r] = x[r, fed[r] * FRAME : (fed[r] + k) * FRAME]
+        mask = np.isin(np.arange(B), active)
+        codes = m.step(mx.array(audio), state, mask)
+        mx.eval(codes, state.arrays)
+        for r in active:
+            out[r].append(np.array(codes)[r])
+            fed[r] += k
+    return [np.concatenate(o) if o else np.zeros((0, 32), np.int32) for o in out]
+
+
+def test_fixed_layout_steps_equal_encode_step(small, clips):
+    """The engine's layout (KV rings, rows joining late, idle, reset, calls of 1 to 12 frames) gives
+    each row exactly the codes a stream of its own gives, across several windows."""
+    _, m = small
+    x = np.stack([_fit(clips[f"speech{i}"], 4 * SR) for i in range(3)])
+    rng = np.random.default_rng(2)
+    plan, fed = [], np.zeros(3, int)
+    for t in range(40):
+        k = int(rng.choice([1, 1, 1, 2, 12])) if t != 5 else 12
+        active = [r for r in range(3) if (r != 1 or t >= 3) and rng.random() < 0.7 and fed[r] + k <= 50]
+        reset = [2] if t == 20 else []
+        if reset:
+            fed[2] = 0
+        plan.append((k, active, reset))
+        fed[active] += k
+    got = _fixed_steps(m, x, plan)
+    restart = sum(k for k, a, _ in plan[20:] if 2 in a)
+    for r, codes in enumerate(got):
+        n = codes.shape[0]
+        assert n >= 20, n
+        np.testing.assert_array_equal(codes, codes_of(m, x[r, : n * FRAME], pad_last=False), err_msg=f"row {r}")
+    assert got[2].shape[0] == restart
+
+
+def test_full_size_fixed_layout_equals_encode_step(full, clips):
+    """The published codec's shapes, one-frame calls (the live engine's), two rows at different
+    positions (one starts 3 frames late, idles now and then); ring wraps: the small codec above."""
+    _, m = full
+    x = np.stack([_fit(clips["speech0"], 40 * FRAME), _fit(clips["speech2"], 40 * FRAME)])
+    plan = [(1, [0] if t < 3 else ([0] if t % 17 == 5 else [0, 1]), []) for t in range(40)]
+    got = _fixed_steps(m, x, plan)
+    for r, codes in enumerate(got):
+        np.testing.assert_array_equal(codes, codes_of(m, x[r, : codes.shape[0] * FRAME], pad_last=False))
+
+
 def test_stream_state_is_bounded(small):
     _, m = small
     rng = np.random.default_rng(0)
