@@ -9,7 +9,7 @@ alone, so the same load path reads Hugging Face and converted MLX directories.
 import mlx.nn as nn
 
 from .config import ModelArgs
-from .lm import LM
+from .lm import LM, fuse_qkv
 from .mimi import MimiEncoder
 
 DEFAULT_GROUP_SIZE = 64
@@ -48,7 +48,8 @@ class Model(nn.Module):
                 out[k] = v
         out.update({f"mimi.{k}": v for k, v in MimiEncoder.sanitize(codec).items()})
         out.update({f"lm.{k}": v for k, v in LM.sanitize(lm).items()})
-        return out
+        # MLX directories converted before q/k/v were fused keep them apart under `lm.`/`mimi.`.
+        return fuse_qkv(out)
 
     def quant_predicate(self, path: str, module: nn.Module, group_size: int = DEFAULT_GROUP_SIZE) -> bool:
         """Whether `nn.quantize` should quantize `module` at `path` (a `class_predicate`).

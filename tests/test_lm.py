@@ -270,3 +270,34 @@ def test_ten_thousand_steps_constant_cache():
     assert np.isfinite(np.array(logits)).all()
     assert sizes == {(2 * 8 * 16 * 4, (1, 2, 8, 8))}
     assert cache[0].offset == 10_000
+
+
+@pytest.mark.parametrize("bits", [None, 4])
+def test_mlx_directories_with_q_k_v_apart_still_load(ckpt, tmp_path, bits):
+    """Directories converted before q/k/v were fused hold `q_proj`/`k_proj`/`v_proj` (quantized:
+    weight, scales, biases each); they load into the fused layer with the same results."""
+    from mlx_kyutai_is.convert import convert
+    from mlx_kyutai_is.utils import load_model
+
+    fused = convert(str(ckpt), str(tmp_path / "fused"), quantize=bits is not None, q_bits=bits or 4)
+    weights = mx.load(str(fused / "model.safetensors"))
+    assert not any(".q_proj." in k for k in weights)
+    apart = {}
+    for k, v in weights.items():
+        if ".qkv_proj." not in k:
+            apart[k] = v
+            continue
+        # q, k, v of equal width here (as many kv heads as heads)
+        for name, part in zip("qkv", mx.split(v, 3, axis=0)):
+            apart[k.replace(".qkv_proj.", f".{name}_proj.")] = part
+    old = tmp_path / "apart"
+    old.mkdir()
+    for f in fused.iterdir():
+        if f.name != "model.safetensors":
+            (old / f.name).write_bytes(f.read_bytes())
+    mx.save_safetensors(str(old / "model.safetensors"), apart, metadata={"format": "mlx"})
+    a, b = load_model(fused, dtype="float32"), load_model(old, dtype="float32")
+    ids = random_tokens(WINDOW + 4, seed=5)
+    np.testing.assert_array_equal(mlx_steps(b.lm, ids), mlx_steps(a.lm, ids))
+    audio = mx.array(np.random.default_rng(0).normal(0, 0.1, (1, 8 * 1920)).astype(np.float32))
+    np.testing.assert_array_equal(np.array(b.mimi.encode(audio)), np.array(a.mimi.encode(audio)))
