@@ -692,6 +692,7 @@ def run(args) -> dict:
             result["kernels"] = kernel_figures(args.model, precisions, work / "kernels")
             _save_partial(result, args.output)
         if not (classic or args.batch or args.bulk):
+            result["model"] = result["kernels"]["model"]
             return result
         if args.model:
             from .utils import resolve_model_path
