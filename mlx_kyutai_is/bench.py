@@ -27,6 +27,16 @@ Figures (one table, or `--json`):
 - cost over length: a tiny model's ms/step around step 400 and around step 10 000, the two
   streams stepped in alternation.
 
+Sections run on their own (only those asked for):
+- `--batch 1,2,4,...`: `engine.Engine.step()` with B streams, each fed one 80 ms frame per step
+  (one Mimi call + one LM call for all), synced: ms per step, aggregate throughput in audio
+  seconds per wall second, and the capacity in real-time streams (largest B under 80 ms).
+- `--bulk`: wall time of `STT.transcribe([files])` on N files of S seconds (16 x 60 s) with
+  batch_size 1 and `transcribe.DEFAULT_BATCH_SIZE`, one after the other, and whether the tokens agree.
+- `--kernels`: the kernels of one steady-state frame (LM step, Mimi frame, whole frame) by type,
+  counted in the lazy graph (`kernels.py`: views left out, each mx.fast op one), and host syncs
+  per frame, on the full-size structure with small widths (`KERNELS`; same counts as full size).
+
 On the CPU, `load()` keeps quantized scales in float32 (see `utils.adapt_to_device`).
 """
 
