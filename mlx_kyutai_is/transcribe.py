@@ -17,9 +17,9 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "mideind/kyutai-stt-1b-is-en"
 
 # How many inputs a list transcription decodes at once. A one-frame step is memory- and
-# launch-bound, so a step for B rows costs far less than B steps (this CPU, full size, bf16:
-# B=8 ~2x the throughput of B=1, B=16 about the same as 8); more rows cost memory (~50 MB of
-# KV per row at full size, Mimi ~135 MB per row per call).
+# launch-bound, so a step for B rows costs far less than B steps (this CPU, full size, bf16,
+# 2026-12-01, `bench --bulk`-style run of 16 files: batch_size 8 1.76x faster than 1, 16 no faster
+# than 8); more rows cost memory (~50 MB of KV per row at full size, Mimi ~135 MB per row per call).
 DEFAULT_BATCH_SIZE = 8
 # Files are read this much at a time (never whole); a pipe or an open file less, so that words
 # come out as the audio arrives.
