@@ -5,7 +5,7 @@ model card, and optionally upload them to the Hugging Face hub.
     python convert/publish.py --out-dir dist                      # convert only, look at dist/
     python convert/publish.py --out-dir dist --repo-prefix mlx-community/kyutai-stt-1b-is-en --upload
 
-Every conversion is `mlx_kyutai_is.convert.convert()`; this script only names the variants,
+Every conversion is `mlx_kyutai_is.models.convert.convert()`; this script only names the variants,
 writes README.md and uploads.
 """
 
@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from mlx_kyutai_is import __version__
-from mlx_kyutai_is.convert import DEFAULT_HF_PATH, convert
+from mlx_kyutai_is.models.convert import convert
+from mlx_kyutai_is.models.loading import DEFAULT_MODEL
 
 # name -> convert() options
 VARIANTS = {
@@ -98,8 +99,8 @@ def _convert_flags(variant: str) -> str:
 
 
 def publish(
-    hf_path: str = DEFAULT_HF_PATH,
-    base_model: str = DEFAULT_HF_PATH,
+    hf_path: str = DEFAULT_MODEL,
+    base_model: str = DEFAULT_MODEL,
     out_dir: str = "dist",
     variants: list[str] = tuple(VARIANTS),
     repo_prefix: str = "mlx-community/kyutai-stt-1b-is-en",
@@ -144,8 +145,8 @@ def publish(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--hf-path", default=DEFAULT_HF_PATH, help="source checkpoint (repo id or directory)")
-    p.add_argument("--base-model", default=DEFAULT_HF_PATH, help="hub id the model cards cite as base_model")
+    p.add_argument("--hf-path", default=DEFAULT_MODEL, help="source checkpoint (repo id or directory)")
+    p.add_argument("--base-model", default=DEFAULT_MODEL, help="hub id the model cards cite as base_model")
     p.add_argument("--out-dir", default="dist", help="where the converted directories go")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--repo-prefix", default="mlx-community/kyutai-stt-1b-is-en", help="hub repos: PREFIX-<variant>")

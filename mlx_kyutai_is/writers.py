@@ -1,8 +1,8 @@
 # Copyright © 2026 mlx-kyutai-is contributors
 """Transcript writers: txt, srt, vtt, json (as mlx_whisper/writers.py).
 
-A writer takes a `Transcript` (or, for ``task="both"``, a ``dict[task, Transcript]``) and an
-output name, and writes ``out_dir/name.ext`` (bilingual: ``name.is.ext`` and ``name.en.ext``).
+A writer takes a `Result` and an output name, and writes ``out_dir/name.ext`` for a result of one
+task (bilingual: ``name.is.ext`` and ``name.en.ext``).
 Subtitle cues are built from the word timestamps the stream gives.
 
 Every file is written atomically (`atomic.atomic_open`): a kill, a full disk or an error leaves the
@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TextIO
 
 from .atomic import atomic_open
+from .errors import Error
+from .results import Result
 
 FORMATS = ("txt", "srt", "vtt", "json")
 
@@ -125,7 +127,7 @@ def build_cues(
     return cues
 
 
-class WriteError(OSError):
+class WriteError(Error, OSError):
     """Some output files could not be written (the others were); `failed` lists
     ``(path, OSError)``, `written` the paths that were."""
 
@@ -139,11 +141,11 @@ class WriteError(OSError):
         return f"{self.filename}: {self.strerror}"
 
 
-def _items(result, output_name: str) -> list:
+def _items(result: Result, output_name: str) -> list:
     """[(file stem, Transcript)]: ``name`` for one task, ``name.<task>`` for each of "both"."""
-    if isinstance(result, dict):
+    if len(result.transcripts) > 1:
         return [(f"{output_name}.{task}", t) for task, t in result.items()]
-    return [(output_name, result)]
+    return [(output_name, result.first)]
 
 
 class ResultWriter:
@@ -162,7 +164,7 @@ class ResultWriter:
         stems = [f"{output_name}.{t}" for t in tasks] if len(tasks) > 1 else [output_name]
         return [self.output_dir / f"{stem}.{self.extension}" for stem in stems]
 
-    def __call__(self, result, output_name: str) -> list[Path]:
+    def __call__(self, result: Result, output_name: str) -> list[Path]:
         written, failed = [], []
         for name, transcript in _items(result, output_name):
             path = self.output_dir / f"{name}.{self.extension}"
@@ -264,7 +266,7 @@ class WriteAll:
     def paths(self, output_name: str, tasks=None) -> list[Path]:
         return [p for w in self.writers for p in w.paths(output_name, tasks)]
 
-    def __call__(self, result, output_name: str) -> list[Path]:
+    def __call__(self, result: Result, output_name: str) -> list[Path]:
         written, failed = [], []
         for w in self.writers:
             try:

@@ -60,7 +60,7 @@ def load_audio(paths, seconds: float) -> list[np.ndarray]:
     """Each client's pcm16: the given files (looped to `seconds`), else noise bursts and silence."""
     n = int(seconds * SAMPLE_RATE)
     if not paths:
-        from mlx_kyutai_is.bench import test_audio
+        from mlx_kyutai_is.tools.bench import test_audio
 
         return [np.clip(test_audio(seconds, seed=i) * 32768, -32768, 32767).astype(np.int16) for i in range(4)]
     from mlx_kyutai_is.audio import load_audio as read

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlx_kyutai_is import bench
+from mlx_kyutai_is.models import presets
 
 SAMPLE_RATE = 24_000
 TEXT_VOCAB = 9323  # out vocab 9322 + the unused start slot (model card)
@@ -34,22 +34,22 @@ def _lm_part(config):
 
 def small_lm_kwargs(**overrides):
     """The benchmark's tiny LM (hidden 64, 2 layers, window 16) with the real vocabularies."""
-    return {**_lm_part(bench.TINY), **overrides}
+    return {**_lm_part(presets.TINY), **overrides}
 
 
 def small_codec_kwargs(**overrides):
     """A small Mimi (hidden 64, 2 transformer layers, window 20) with 32 full-size codebooks."""
-    return {**bench.TINY["codec_config"], **overrides}
+    return {**presets.TINY["codec_config"], **overrides}
 
 
 def full_codec_kwargs():
     """The published checkpoint's codec: transformers' MimiConfig defaults (512 hidden, 8 layers)."""
-    return dict(bench.FULL_SIZE["codec_config"])
+    return dict(presets.FULL_SIZE["codec_config"])
 
 
 def full_lm_kwargs():
     """The model card's LM: hidden 2048, 16 layers, 16 heads, window 375, vocab 9323."""
-    return _lm_part(bench.FULL_SIZE)
+    return _lm_part(presets.FULL_SIZE)
 
 
 def randomize_codebooks(model, seed=0, scale=None):

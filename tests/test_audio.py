@@ -23,12 +23,12 @@ from mlx_kyutai_is.audio import (
     audio_duration,
     iter_audio_blocks,
     load_audio,
-    pad_for_model,
     prepare_array,
-    read_preprocessor_config,
     write_wav,
 )
-from mlx_kyutai_is.config import ConfigError
+from mlx_kyutai_is.models.config import ConfigError
+from mlx_kyutai_is.models.loading import read_preprocessor_config
+from mlx_kyutai_is.runtime.protocol import StreamOptions
 
 # Clean input must never warn; tests that expect a repair use pytest.warns.
 pytestmark = pytest.mark.filterwarnings("error::mlx_kyutai_is.audio.AudioWarning")
@@ -423,13 +423,15 @@ def test_prepare_mlx_arrays():
 
 
 @pytest.mark.parametrize("prefix,delay", [(0.0, 0.5), (1.0, 0.5), (0.33333, 2.0), (0.0, 0.0)])
-def test_pad_for_model_matches_transformers(prefix, delay):
+def test_stream_padding_matches_transformers(prefix, delay):
     from transformers import KyutaiSpeechToTextFeatureExtractor
 
     x = tone(24000, 0.77)
     fe = KyutaiSpeechToTextFeatureExtractor(audio_delay_seconds=delay, audio_silence_prefix_seconds=prefix)
     ref = fe(x, sampling_rate=24000, return_tensors="np")["input_values"][0, 0]
-    y = pad_for_model(x, 24000, prefix, delay)
+    # The left padding and the right one without the recipe's trailing silence.
+    left, right = StreamOptions(silence_prefix=prefix, delay=delay, trailing_silence=0.0).padding(24000)
+    y = np.pad(x, (left, right))
     assert y.dtype == np.float32
     assert_array_equal(y, ref)
 
@@ -467,8 +469,12 @@ def test_read_preprocessor_config(tmp_path):
 
 
 def test_read_preprocessor_config_of_test_checkpoint(tmp_path):
+    from transformers import (
+        KyutaiSpeechToTextFeatureExtractor,
+        KyutaiSpeechToTextProcessor,
+    )
+
     from checkpoints import build_tokenizer
-    from transformers import KyutaiSpeechToTextFeatureExtractor, KyutaiSpeechToTextProcessor
 
     fe = KyutaiSpeechToTextFeatureExtractor(audio_delay_seconds=0.5, audio_silence_prefix_seconds=1.0)
     KyutaiSpeechToTextProcessor(fe, build_tokenizer()).save_pretrained(tmp_path)

@@ -9,10 +9,12 @@ import time
 import mlx.core as mx
 import pytest
 
-from mlx_kyutai_is import bench
-from mlx_kyutai_is.config import ModelArgs
-from mlx_kyutai_is.model import Model
-from mlx_kyutai_is.utils import quantize_model
+from mlx_kyutai_is import profiling
+from mlx_kyutai_is.models import presets
+from mlx_kyutai_is.models.config import ModelArgs
+from mlx_kyutai_is.models.lm import bytes_per_step
+from mlx_kyutai_is.models.loading import quantize_model
+from mlx_kyutai_is.models.model import Model
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +30,7 @@ def _finite_positive(x):
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_quick_bench_measures_every_precision_and_batch(quick_run):
     _, r = quick_run
     assert set(r["precisions"]) == {"bf16", "q8", "q4"}
@@ -51,6 +54,7 @@ def test_quick_bench_measures_every_precision_and_batch(quick_run):
     assert _finite_positive(length["ratio"])
 
 
+@pytest.mark.slow
 def test_quick_bench_runs_the_transformers_reference_on_the_same_checkpoint(quick_run):
     pytest.importorskip("transformers")
     _, r = quick_run
@@ -61,6 +65,7 @@ def test_quick_bench_runs_the_transformers_reference_on_the_same_checkpoint(quic
     assert {"lm_step_vs_transformers_b1", "offline_rtf_vs_recipe"} <= set(r["ratios"])
 
 
+@pytest.mark.slow
 def test_quick_bench_prints_a_table(quick_run):
     table, r = quick_run
     assert r["date"] in table and "LM step ms" in table and "cost over length" in table
@@ -69,7 +74,7 @@ def test_quick_bench_prints_a_table(quick_run):
 
 
 def test_bytes_per_step_counts_weights_embedding_rows_and_kv_window():
-    args = ModelArgs.from_dict(bench.TINY)
+    args = ModelArgs.from_dict(presets.TINY)
     model = Model(args)
     model.lm.set_dtype(mx.bfloat16)
     lm, a = model.lm, args.lm
@@ -77,11 +82,11 @@ def test_bytes_per_step_counts_weights_embedding_rows_and_kv_window():
     head = lm.lm_head.weight.nbytes
     rows = 33 * a.hidden_size * 2
     kv = 2 * a.num_hidden_layers * a.num_key_value_heads * a.sliding_window * a.head_dim * 2
-    assert bench.lm_bytes_per_step(lm, 1) == linears + head + rows + kv
-    assert bench.lm_bytes_per_step(lm, 2) == linears + head + 2 * rows + 2 * kv
-    bf16 = bench.lm_bytes_per_step(lm, 1)
+    assert bytes_per_step(lm, 1) == linears + head + rows + kv
+    assert bytes_per_step(lm, 2) == linears + head + 2 * rows + 2 * kv
+    bf16 = bytes_per_step(lm, 1)
     quantize_model(model, bits=4, group_size=64)
-    assert bench.lm_bytes_per_step(model.lm, 1) < bf16
+    assert bytes_per_step(model.lm, 1) < bf16
 
 
 def _leaves(module):
@@ -92,9 +97,9 @@ def _leaves(module):
 
 def test_repeat_stops_at_the_time_budget_after_three_timed_calls():
     calls = []
-    ms = bench._repeat(lambda i: (calls.append(i), time.sleep(0.02)), steps=100, warmup=1, budget_s=0.01)
+    ms = profiling.repeat(lambda i: (calls.append(i), time.sleep(0.02)), steps=100, warmup=1, budget_s=0.01)
     assert len(ms) == 3 and calls == [0, 1, 2, 3]
-    assert len(bench._repeat(lambda i: None, steps=5, warmup=2)) == 5
+    assert len(profiling.repeat(lambda i: None, steps=5, warmup=2)) == 5
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +129,7 @@ def test_batch_sweep_reports_step_throughput_and_capacity(sections_run):
 
 
 def test_bulk_times_batch_size_one_and_the_default_in_one_run(sections_run):
-    from mlx_kyutai_is.transcribe import DEFAULT_BATCH_SIZE
+    from mlx_kyutai_is.stt import DEFAULT_BATCH_SIZE
 
     table, r = sections_run
     bulk = r["bulk"]["bf16"]

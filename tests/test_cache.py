@@ -4,7 +4,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from mlx_kyutai_is.cache import RotatingKVCache
+from mlx_kyutai_is.models.cache import RotatingKVCache
 
 
 def kv(pos):

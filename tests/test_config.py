@@ -9,16 +9,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlx_kyutai_is import bench
-from mlx_kyutai_is.audio import read_preprocessor_config
-from mlx_kyutai_is.config import ConfigError, LmArgs, MimiArgs, ModelArgs
+from mlx_kyutai_is.models import presets
+from mlx_kyutai_is.models.config import ConfigError, LmArgs, MimiArgs, ModelArgs
+from mlx_kyutai_is.models.loading import read_preprocessor_config
 
 SRC = "ckpt/config.json"
 
 
 def base_config() -> dict:
     """The test model's config as transformers writes it (model types included)."""
-    c = copy.deepcopy(bench.TINY)
+    c = copy.deepcopy(presets.TINY)
     c["model_type"] = "kyutai_speech_to_text"
     c["codec_config"]["model_type"] = "mimi"
     return c

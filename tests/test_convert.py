@@ -17,16 +17,22 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
-from checkpoints import build_checkpoint, small_lm_kwargs
 from mlx.utils import tree_flatten
 from numpy.testing import assert_array_equal
 
 from mlx_kyutai_is import __version__
-from mlx_kyutai_is.config import ConfigError, ModelArgs
-from mlx_kyutai_is.lm import LM
-from mlx_kyutai_is.convert import convert, main
-from mlx_kyutai_is.model import Model
-from mlx_kyutai_is.utils import ModelLoadError, adapt_to_device, load_model, load_weights
+from mlx_kyutai_is.models.config import ConfigError, ModelArgs
+from mlx_kyutai_is.models.convert import convert
+from mlx_kyutai_is.models.lm import LM
+from mlx_kyutai_is.models.loading import (
+    ModelLoadError,
+    adapt_to_device,
+    load_model,
+    load_weights,
+)
+from mlx_kyutai_is.models.model import Model
+
+from checkpoints import build_checkpoint, small_lm_kwargs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -199,7 +205,7 @@ def test_load_without_torch_or_transformers(out):
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
         "import mlx.core as mx\n"
-        "from mlx_kyutai_is.utils import load_model\n"
+        "from mlx_kyutai_is.models.loading import load_model\n"
         "m = load_model(sys.argv[1])\n"
         "t = mx.zeros((1, 3, 33), mx.int32)\n"
         "print(m.lm(t).shape, m.mimi.encode(mx.zeros((1, 4800))).shape)\n"
@@ -242,9 +248,9 @@ def test_full_size_quantization_plan():
     default group size (inputs 2048 and 5632 = 88 x 64), nothing else does, and the files come to
     2111 MiB (bf16), 1376 MiB (q8), 983 MiB (q4): the embedding table (293 MiB bf16), the text
     head (36 MiB bf16) and Mimi (f32) stay as they are."""
-    from checkpoints import full_codec_kwargs, full_lm_kwargs
+    from mlx_kyutai_is.models.loading import quantize_model
 
-    from mlx_kyutai_is.utils import quantize_model
+    from checkpoints import full_codec_kwargs, full_lm_kwargs
 
     config = {**full_lm_kwargs(), "codec_config": full_codec_kwargs()}
     sizes = {}
@@ -272,7 +278,7 @@ def test_full_size_quantization_plan():
 
 def test_module_help():
     p = subprocess.run(
-        [sys.executable, "-m", "mlx_kyutai_is.convert", "--help"], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "mlx_kyutai_is", "convert", "--help"], capture_output=True, text=True, timeout=60
     )
     assert p.returncode == 0, p.stderr
     for opt in ("--hf-path", "--mlx-path", "--quantize", "--q-bits", "--q-group-size", "--dtype", "--force"):
@@ -281,7 +287,7 @@ def test_module_help():
 
 def test_cli_convert(hf, tmp_path, tokens):
     exe = shutil.which("mlx-kyutai-is")
-    cmd = [exe] if exe else [sys.executable, "-m", "mlx_kyutai_is.cli"]
+    cmd = [exe] if exe else [sys.executable, "-m", "mlx_kyutai_is"]
     dst = tmp_path / "cli-q8"
     args = [*cmd, "convert", "--hf-path", str(hf), "--mlx-path", str(dst), "-q", "--q-bits", "8"]
     p = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=tmp_path)
@@ -411,7 +417,7 @@ def _make_bad(case: str, sources: dict, tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_load_errors(case, hf, out, tmp_path, capsys):
+def test_load_errors(case, hf, out, tmp_path):
     bad, expected = _make_bad(case, {**out, "hf": hf}, tmp_path), CASES[case][1]
     with pytest.raises((ModelLoadError, ConfigError)) as e:
         load_model(bad)
@@ -419,8 +425,9 @@ def test_load_errors(case, hf, out, tmp_path, capsys):
     assert expected in msg and str(bad) in msg and "\n" not in msg, msg
 
     # The convert command reports the same line, exit status 1, and leaves no output behind.
-    code = main(["--hf-path", str(bad), "--mlx-path", str(tmp_path / "never")])
-    err = capsys.readouterr().err
+    cmd = [sys.executable, "-m", "mlx_kyutai_is", "convert", "--hf-path", str(bad), "--mlx-path", str(tmp_path / "never")]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    code, err = p.returncode, p.stderr
     assert code == 1
     assert err.count("\n") == 1 and expected in err and "Traceback" not in err, err
     assert not (tmp_path / "never").exists()
@@ -430,7 +437,7 @@ def test_load_errors(case, hf, out, tmp_path, capsys):
 def test_cli_errors(case, hf, out, tmp_path):
     """As a user sees them: `python -m mlx_kyutai_is.convert` prints one line, no traceback."""
     bad, expected = _make_bad(case, {**out, "hf": hf}, tmp_path), CASES[case][1]
-    cmd = [sys.executable, "-m", "mlx_kyutai_is.convert", "--hf-path", str(bad), "--mlx-path", str(tmp_path / "o")]
+    cmd = [sys.executable, "-m", "mlx_kyutai_is", "convert", "--hf-path", str(bad), "--mlx-path", str(tmp_path / "o")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 1, p.stderr
     assert "Traceback" not in p.stderr and p.stderr.count("\n") == 1, p.stderr
@@ -477,7 +484,7 @@ def test_convert_refuses_existing_output(hf, out, tmp_path):
 
 
 def _convert_cmd(src, dst, *extra):
-    return [sys.executable, "-m", "mlx_kyutai_is.convert", "--hf-path", str(src), "--mlx-path", str(dst), *extra]
+    return [sys.executable, "-m", "mlx_kyutai_is", "convert", "--hf-path", str(src), "--mlx-path", str(dst), *extra]
 
 
 def _no_temps(parent: Path):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from mlx_kyutai_is.audio import AudioError, load_audio
-from mlx_kyutai_is.engine import MAX_FRAMES_PER_CALL, Engine, EngineFull
+from mlx_kyutai_is.runtime.engine import MAX_FRAMES_PER_CALL, Engine
+from mlx_kyutai_is.runtime.live import EngineFull
 
 SR, FRAME = 24000, 1920
 
@@ -58,10 +59,10 @@ def summary(transcripts):
 
 
 def engine_for(stt):
-    return Engine(stt.model, stt.tokenizer, silence_prefix=stt.silence_prefix, delay=stt.delay)
+    return Engine(stt.model, stt.tokenizer)
 
 
-def drive(engine, plan, chunk=FRAME, close_at=None):
+def drive(engine, options, plan, chunk=FRAME, close_at=None):
     """Run a schedule: plan[i] = (join tick, audio, task). Each open stream gets `chunk` samples per
     tick (a live client), is finished when its audio is out, and collected when done.
     close_at = {i: tick} makes stream i leave early. Returns {i: transcripts}."""
@@ -71,7 +72,7 @@ def drive(engine, plan, chunk=FRAME, close_at=None):
     while tick <= last_join or open_:
         for i, (join, audio, task) in enumerate(plan):
             if join == tick:
-                open_[i] = [engine.open(task), 0]
+                open_[i] = [engine.open(task, options), 0]
         for i, entry in list(open_.items()):
             s, pos = entry
             if close_at.get(i) == tick:
@@ -80,7 +81,7 @@ def drive(engine, plan, chunk=FRAME, close_at=None):
                 continue
             audio = plan[i][1]
             if pos < len(audio):
-                engine.feed(s, audio[pos : pos + chunk])
+                engine.push(s, audio[pos : pos + chunk])
                 entry[1] = pos + chunk
                 if entry[1] >= len(audio):
                     engine.finish(s)
@@ -96,45 +97,49 @@ def drive(engine, plan, chunk=FRAME, close_at=None):
     return results
 
 
+@pytest.mark.slow
 def test_sixteen_rows_joining_at_different_steps_with_mixed_tasks_equal_each_alone(stt, clips):
     tasks = ["is", "en", "both", "is"]
     long = [clips[i] for i in (0, 1, 2, 4, 7)]  # 2.5 to 9 s: every stream is still fed when the last joins
     plan = [(2 * i, long[i % len(long)], tasks[i % len(tasks)]) for i in range(13)]
     engine = engine_for(stt)
-    results = drive(engine, plan)
+    results = drive(engine, stt.options, plan)
     assert engine.max_rows == 16  # 13 streams, 3 of them "both": 16 rows in one step at the peak
     assert engine.mimi_state.batch_size == 0 and engine.decoder.capacity == 0  # all freed at the end
     for i, (_, audio, task) in enumerate(plan):
         assert summary(results[i]) == summary(alone(stt, audio, task)), f"stream {i} ({task})"
 
 
+@pytest.mark.slow
 def test_rows_flushed_at_different_times_in_big_chunks(stt, clips):
     """Files fed faster than real time: Mimi takes several frames per call, and streams of
     different lengths finish (and are flushed) at different steps."""
     plan = [(0, clips[i], "is") for i in range(5)]
     engine = engine_for(stt)
-    results = drive(engine, plan, chunk=7777)
+    results = drive(engine, stt.options, plan, chunk=7777)
     for i, (_, audio, task) in enumerate(plan):
         assert summary(results[i]) == summary(alone(stt, audio, task))
 
 
+@pytest.mark.slow
 def test_a_freed_slot_is_reused_without_seeing_the_old_stream(stt, clips):
     engine = engine_for(stt)
     plan = [(0, clips[0], "is"), (0, clips[1], "en"), (40, clips[2], "is"), (41, clips[4], "both")]
-    results = drive(engine, plan, close_at={0: 30})  # stream 0 leaves at tick 30
+    results = drive(engine, stt.options, plan, close_at={0: 30})  # stream 0 leaves at tick 30
     assert 0 not in results
     for i in (1, 2, 3):
         _, audio, task = plan[i]
         assert summary(results[i]) == summary(alone(stt, audio, task))
 
 
+@pytest.mark.slow
 def test_memory_follows_active_rows_not_stream_length(stt, clips):
     engine = engine_for(stt)
-    a, b = engine.open("is"), engine.open("both")
+    a, b = engine.open("is", stt.options), engine.open("both", stt.options)
     sizes = []
     for _ in range(3):  # many cache wraps (tiny LM window: 16 steps; Mimi: 20 positions)
         for s in (a, b):
-            engine.feed(s, np.tile(clips[0], 2))
+            engine.push(s, np.tile(clips[0], 2))
         engine.run()
         sizes.append(sum(c.nbytes for c in engine.decoder.cache) + engine.mimi_state.nbytes)
     assert a.steps > 10 * stt.model.args.lm.sliding_window
@@ -171,6 +176,7 @@ def test_the_input_door_scales_pcm_and_downmixes(stt, clips):
         stt.stream("is").feed(np.array(["a", "b"]))
 
 
+@pytest.mark.slow
 def test_list_transcription_in_input_order_with_a_batch_cap(stt, clips):
     inputs = clips[:5]
     seen = []
@@ -242,6 +248,7 @@ def test_load_quantize_accepts_bits_as_text(small_hf):
 # -- the live engine ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_live_streams_fed_from_threads_equal_each_alone(stt, clips):
     plan = [(clips[i % 5], ("is", "en", "both")[i % 3]) for i in range(6)]
     with stt.live(max_streams=6) as live:
@@ -308,8 +315,8 @@ def test_a_closed_live_stream_frees_its_slot_at_once(stt, clips):
 
 def test_mimi_calls_are_bounded(stt, clips):
     engine = engine_for(stt)
-    s = engine.open("is")
-    engine.feed(s, np.tile(clips[0], 3))
+    s = engine.open("is", stt.options)
+    engine.push(s, np.tile(clips[0], 3))
     calls = []
     step = stt.model.mimi.step
 

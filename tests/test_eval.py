@@ -12,10 +12,16 @@ import sys
 
 import pytest
 
+from mlx_kyutai_is.evaluation.evaluate import (
+    ModelSpec,
+    evaluate,
+    format_table,
+    model_specs,
+)
+from mlx_kyutai_is.evaluation.manifest import read_manifest
+from mlx_kyutai_is.evaluation.metrics import corpus_scores
+
 from checkpoints import SENTENCES
-from mlx_kyutai_is.eval import ModelSpec, evaluate, format_table, model_specs
-from mlx_kyutai_is.manifest import read_manifest
-from mlx_kyutai_is.metrics import corpus_scores
 
 TRANSLATIONS = [
     "Good morning, my name is Jón and I live in Reykjavík.",
@@ -101,11 +107,12 @@ def test_transformers_recipe_agrees_token_for_token_in_float32(both_report):
     assert "token agreement, transformers recipe (float32) vs" in table and "3 of 3 utterances identical" in table
 
 
+@pytest.mark.slow
 def test_several_models_give_a_row_each_cli(manifest, small_hf, stt_f32, tmp_path):
     """Two model directories and --quantize 4 from the first: three rows, deltas to the first;
     the run goes on past the missing file, reports it on one line, and exits 1."""
     from mlx_kyutai_is import load
-    from mlx_kyutai_is.convert import convert
+    from mlx_kyutai_is.models.convert import convert
 
     q8 = tmp_path / "mlx_q8"
     convert(str(small_hf), str(q8), quantize=True, q_bits=8)
@@ -180,8 +187,8 @@ def test_errors_before_any_model_runs(manifest, small_hf, tmp_path):
 
 def test_reference_without_the_test_extra_says_what_to_install(manifest, small_hf):
     code = (
-        "import sys; sys.modules['torch'] = None; from mlx_kyutai_is.eval import main; "
-        f"sys.exit(main([{str(manifest)!r}, '--model', {str(small_hf)!r}, '--reference', 'transformers']))"
+        "import sys; sys.modules['torch'] = None; from mlx_kyutai_is.cli import main; "
+        f"sys.exit(main(['eval', {str(manifest)!r}, '--model', {str(small_hf)!r}, '--reference', 'transformers']))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1

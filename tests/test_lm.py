@@ -14,10 +14,10 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from checkpoints import TEXT_BOS, build_checkpoint, small_lm_kwargs  # noqa: E402
+from mlx_kyutai_is.models.config import ModelArgs  # noqa: E402
+from mlx_kyutai_is.models.lm import LM  # noqa: E402
 
-from mlx_kyutai_is.config import ModelArgs  # noqa: E402
-from mlx_kyutai_is.lm import LM  # noqa: E402
+from checkpoints import TEXT_BOS, build_checkpoint, small_lm_kwargs  # noqa: E402
 
 WINDOW = 16
 AUDIO_BOS = 2048
@@ -145,7 +145,9 @@ def test_step_logits_match_transformers_bf16(ckpt):
 def test_rope_matches_transformers_at_long_positions(lm, hf, offset):
     """Positions grow for hours of audio; mx.fast.rope's default `base` path drifts from
     transformers (3e-3 at 10 000, 5e-2 at 200 000), the transformers wavelengths do not."""
-    from transformers.models.kyutai_speech_to_text.modeling_kyutai_speech_to_text import apply_rotary_pos_emb
+    from transformers.models.kyutai_speech_to_text.modeling_kyutai_speech_to_text import (
+        apply_rotary_pos_emb,
+    )
 
     attn, hf_attn = lm.layers[0].self_attn, hf.model.layers[0].self_attn
     g = torch.Generator().manual_seed(offset)
@@ -276,8 +278,8 @@ def test_ten_thousand_steps_constant_cache():
 def test_mlx_directories_with_q_k_v_apart_still_load(ckpt, tmp_path, bits):
     """Directories converted before q/k/v were fused hold `q_proj`/`k_proj`/`v_proj` (quantized:
     weight, scales, biases each); they load into the fused layer with the same results."""
-    from mlx_kyutai_is.convert import convert
-    from mlx_kyutai_is.utils import load_model
+    from mlx_kyutai_is.models.convert import convert
+    from mlx_kyutai_is.models.loading import load_model
 
     fused = convert(str(ckpt), str(tmp_path / "fused"), quantize=bits is not None, q_bits=bits or 4)
     weights = mx.load(str(fused / "model.safetensors"))

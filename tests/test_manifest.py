@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from mlx_kyutai_is.manifest import ManifestError, read_manifest
+from mlx_kyutai_is.evaluation.manifest import ManifestError, read_manifest
 
 ROWS = [
     {"audio": "clips/a.wav", "text": 'Hann sagði: „Já, "auðvitað".“', "translation": 'He said: "Yes."'},

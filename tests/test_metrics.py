@@ -8,7 +8,12 @@ import jiwer
 import pytest
 import sacrebleu
 
-from mlx_kyutai_is.metrics import corpus_scores, normalise, raw, utterance_scores
+from mlx_kyutai_is.evaluation.metrics import (
+    corpus_scores,
+    normalise,
+    raw,
+    utterance_scores,
+)
 
 # (reference, hypothesis): case and punctuation errors only, then one real word error.
 IS_PAIRS = [

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from mlx_kyutai_is.apps.mic import FileSource, LiveDisplay, run_mic
+from mlx_kyutai_is.results import Transcript, Word
+
 from checkpoints import build_checkpoint, espeak, read_wav
-from mlx_kyutai_is.mic import FileSource, LiveDisplay, run_mic
-from mlx_kyutai_is.decoding import Word
-from mlx_kyutai_is.decoding import Transcript
 
 SR = 24_000
 FRAME = 1920
@@ -87,6 +87,7 @@ class FakeStream:
 
 class FakeSTT:
     sample_rate = SR
+    frame_size = FRAME
 
     def __init__(self, **stream_kw):
         self.stream_kw = stream_kw

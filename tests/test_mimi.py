@@ -2,15 +2,16 @@
 small test codec and the full-size one; streaming == offline for any chunking; bounded stream
 state; input validation; weight conversion."""
 
-import checkpoints
 import mlx.core as mx
 import numpy as np
 import pytest
 import torch
 from mlx.utils import tree_flatten
 
-from mlx_kyutai_is.config import MimiArgs, ModelArgs
-from mlx_kyutai_is.mimi import MimiEncoder, WindowKVCache
+from mlx_kyutai_is.models.config import MimiArgs, ModelArgs
+from mlx_kyutai_is.models.mimi import MimiEncoder, WindowKVCache
+
+import checkpoints
 
 SR = checkpoints.SAMPLE_RATE
 FRAME = 1920
@@ -125,6 +126,7 @@ def test_small_codec_matches_transformers(small, clips):
     np.testing.assert_array_equal(both[1], codes_of(m, b))
 
 
+@pytest.mark.slow
 def test_full_size_codec_matches_transformers(full, clips):
     hf, m = full
     results = {}
@@ -280,6 +282,7 @@ def test_fixed_layout_steps_equal_encode_step(small, clips):
     assert got[2].shape[0] == restart
 
 
+@pytest.mark.slow
 def test_full_size_fixed_layout_equals_encode_step(full, clips):
     """The published codec's shapes, one-frame calls (the live engine's), two rows at different
     positions (one starts 3 frames late, idles now and then); ring wraps: the small codec above."""

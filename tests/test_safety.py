@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+
 from checkpoints import parse_srt, parse_vtt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,6 +119,7 @@ def reference(tmp_path_factory, small_hf, clips):
 # Output safety
 
 
+@pytest.mark.slow
 def test_kill_9_while_writing_leaves_each_output_old_or_complete(tmp_path, small_hf, clips, reference):
     """SIGKILL at several moments after the first output file is opened: every output holds its
     previous contents or the complete new ones, never a mix; the next run cleans up."""
@@ -376,7 +378,7 @@ def test_zero_length_file_and_debug_traceback(tmp_path, clips):
 # The model failing in the middle of a batch (injected: the engine's 15th step raises).
 MODEL_FAILS = """
 import sys
-from mlx_kyutai_is import engine
+from mlx_kyutai_is.runtime import engine
 
 real, calls = engine.Engine.step, [0]
 

@@ -26,7 +26,7 @@ import soundfile as sf
 openai = pytest.importorskip("openai")
 websockets = pytest.importorskip("websockets")
 
-from mlx_kyutai_is.server.openai import verbose_json  # noqa: E402
+from mlx_kyutai_is.apps.openai.schemas import verbose_json  # noqa: E402
 from mlx_kyutai_is.writers import WriteSRT, WriteVTT  # noqa: E402
 
 START_TIMEOUT_S = 120
@@ -185,6 +185,7 @@ async def _until_completed(ws, timeout=120):
 # The openai client
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the client's translations API
 def test_openai_client_formats_equal_transcribe(server, stt, speech):
     c = client(server)
@@ -266,6 +267,7 @@ def test_realtime_equals_transcribe_and_deltas_add_up(server, pcm, reference):
     assert events[0]["session"]["input_audio_transcription"]["language"] == "en"
 
 
+@pytest.mark.slow
 def test_many_clients_at_once_step_together(server, pcm, reference):
     """16 realtime clients and 4 uploads at once, mixed tasks and chunk sizes: each result equals
     its own single-stream transcribe(), and the engine stepped them in one batch."""
@@ -599,8 +601,8 @@ def test_port_in_use_is_one_line(small_hf):
 def test_text_deltas_add_up_to_the_decoded_text():
     """Deltas are the growth of the decoded text, so a piece that decoding joins to the word
     before it (no word marker after a boundary) still adds up to the transcript."""
-    from mlx_kyutai_is.decoding import Word
-    from mlx_kyutai_is.server.openai import TextDeltas
+    from mlx_kyutai_is.apps.openai.schemas import TextDeltas
+    from mlx_kyutai_is.results import Word
 
     pieces = {1: "▁góðan", 2: "▁dag", 3: "inn", 4: "▁jón"}
     decode = lambda ids: "".join(pieces[i] for i in ids).replace("▁", " ").strip()  # noqa: E731
@@ -617,8 +619,8 @@ def test_text_deltas_add_up_to_the_decoded_text():
 
 
 def test_verbose_json_segments_are_the_subtitle_cues():
-    from mlx_kyutai_is.decoding import Transcript, Word
-    from mlx_kyutai_is.server.openai import verbose_json
+    from mlx_kyutai_is.apps.openai.schemas import verbose_json
+    from mlx_kyutai_is.results import Transcript, Word
     from mlx_kyutai_is.writers import build_cues
 
     words = [Word(f"w{i}.", i * 0.5, i * 0.5 + 0.4, "is", [10 + i]) for i in range(5)]

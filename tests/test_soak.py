@@ -19,6 +19,7 @@ def soak_module():
     return mod
 
 
+@pytest.mark.slow
 def test_twenty_thousand_steps_constant_memory(tmp_path, soak_module):
     from mlx_kyutai_is import load
 

@@ -6,13 +6,14 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from checkpoints import read_wav
+from mlx_kyutai_is.models.config import ModelArgs
+from mlx_kyutai_is.models.tokenizer import Tokenizer
+from mlx_kyutai_is.runtime.engine import MAX_FRAMES_PER_CALL
+from mlx_kyutai_is.runtime.protocol import WORD_BOUNDARY_ID, StreamOptions
+from mlx_kyutai_is.runtime.stream import Stream
+from mlx_kyutai_is.tasks import TASK_PREFIXES
 
-from mlx_kyutai_is.config import ModelArgs
-from mlx_kyutai_is.decoding import TASK_PREFIXES, WORD_BOUNDARY_ID
-from mlx_kyutai_is.engine import MAX_FRAMES_PER_CALL
-from mlx_kyutai_is.stream import Stream
-from mlx_kyutai_is.tokenizer import Tokenizer
+from checkpoints import read_wav
 
 SR, FRAME = 24000, 1920
 
@@ -100,7 +101,7 @@ def test_shorter_flush_gives_a_prefix_of_the_tokens(stt, audio):
     With no extra silence the steps are those of the processor's padding alone."""
     full = stt.transcribe(audio, task="is")
     short = stt.transcribe(audio, task="is", trailing_silence=0.0)
-    padded = int(stt.silence_prefix * SR) + len(audio) + int((stt.delay + 1.0) * SR)
+    padded = int(stt.options.silence_prefix * SR) + len(audio) + int((stt.options.delay + 1.0) * SR)
     assert len(short.tokens) == padded // FRAME
     assert len(full.tokens) == (padded + 5 * SR) // FRAME
     assert short.tokens == full.tokens[: len(short.tokens)]
@@ -135,7 +136,7 @@ def test_timestamps_of_two_utterances_follow_the_rule(stt, speech):
     t = stt.transcribe(audio, task="is", text_delay=text_delay)
 
     def time_of_step(step):
-        return min(max(step * FRAME / SR - text_delay - stt.silence_prefix, 0.0), dur)
+        return min(max(step * FRAME / SR - text_delay - stt.options.silence_prefix, 0.0), dur)
 
     expected = reference_words(stt.tokenizer, t.tokens, time_of_step)
     got = [(w.tokens, w.start, w.end) for w in t.words]
@@ -245,7 +246,7 @@ def test_word_timestamps_follow_the_documented_rule(small_hf):
     # word 1 = pieces at steps 30, 31, 33 (a pad at 32 does not split it); word 2 at step 55.
     script = {30: starts[0], 31: cont, 33: cont, 55: starts[1]}
     model = SimpleNamespace(args=args, lm=ScriptedLM(args.lm, script), mimi=SilentMimi())
-    s = Stream(model, tok, "is", silence_prefix=1.0, delay=0.5, text_delay=0.5, trailing_silence=0.0)
+    s = Stream(model, tok, "is", options=StreamOptions(silence_prefix=1.0, delay=0.5, text_delay=0.5, trailing_silence=0.0))
     s.feed(np.zeros(24000 * 4, np.float32))
     s.flush()
     words = s.words["is"]
@@ -270,7 +271,7 @@ def test_words_become_final_at_the_next_word_or_a_boundary(small_hf):
     # its own; w2 at 40 closes that one; w2 stays partial until flush.
     script = {20: w1, 25: WORD_BOUNDARY_ID, 30: cont, 40: w2}
     model = SimpleNamespace(args=args, lm=ScriptedLM(args.lm, script), mimi=SilentMimi())
-    s = Stream(model, tok, "is", silence_prefix=0.0, delay=0.5, text_delay=0.0, trailing_silence=0.0)
+    s = Stream(model, tok, "is", options=StreamOptions(silence_prefix=0.0, delay=0.5, text_delay=0.0, trailing_silence=0.0))
     final_at = {}
     for i in range(60):  # one frame per feed: step i + 1 runs on feed i (step 0 on the first)
         for w in s.feed(np.zeros(FRAME, np.float32)):

@@ -5,10 +5,18 @@ import sys
 
 import numpy as np
 import pytest
-from checkpoints import SENTENCES, TEXT_BOS, TEXT_VOCAB, build_tokenizer, small_codec_kwargs, small_lm_kwargs
 
-from mlx_kyutai_is.config import ModelArgs
-from mlx_kyutai_is.tokenizer import Tokenizer, TokenizerError, get_tokenizer
+from mlx_kyutai_is.models.config import ModelArgs
+from mlx_kyutai_is.models.tokenizer import Tokenizer, TokenizerError
+
+from checkpoints import (
+    SENTENCES,
+    TEXT_BOS,
+    TEXT_VOCAB,
+    build_tokenizer,
+    small_codec_kwargs,
+    small_lm_kwargs,
+)
 
 PREFIX_IS = [9318, 8002, 8003, 9193]
 PREFIX_EN = [9318, 8032, 8015, 9193]
@@ -115,10 +123,6 @@ def test_encode_roundtrip(tok, hf):
     text = "góðan daginn ég heiti jón"  # letters of the test vocabulary only
     assert tok.encode(text) == hf.encode(text, add_special_tokens=False)
     assert tok.decode(tok.encode(text)) == text
-
-
-def test_get_tokenizer_is_cached(tok_dir):
-    assert get_tokenizer(str(tok_dir)) is get_tokenizer(str(tok_dir))
 
 
 def test_errors(tmp_path):

@@ -6,16 +6,19 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from checkpoints import read_wav  # noqa: E402
+from mlx_kyutai_is.evaluation.reference import force_prefix  # noqa: E402  (the model card's ForcePrefix)
+from mlx_kyutai_is.tasks import TASK_PREFIXES  # noqa: E402
 
-from mlx_kyutai_is.bench import force_prefix  # noqa: E402  (the model card's ForcePrefix)
-from mlx_kyutai_is.decoding import TASK_PREFIXES  # noqa: E402
+from checkpoints import read_wav  # noqa: E402
 
 
 def recipe(ckpt, audio, task, dtype=torch.bfloat16):
     """The model card's quick start, verbatim but for the device and `torch_dtype`; returns the ids,
     the decoded text and the per-step logits."""
-    from transformers import KyutaiSpeechToTextForConditionalGeneration, KyutaiSpeechToTextProcessor
+    from transformers import (
+        KyutaiSpeechToTextForConditionalGeneration,
+        KyutaiSpeechToTextProcessor,
+    )
 
     processor = KyutaiSpeechToTextProcessor.from_pretrained(ckpt)
     model = KyutaiSpeechToTextForConditionalGeneration.from_pretrained(ckpt, torch_dtype=dtype).eval()
@@ -73,7 +76,7 @@ def teacher_forced_argmax(stt, audio, tokens):
 
     args, sr = stt.model.args.lm, 24000
     padded = np.concatenate(
-        [np.zeros(int(stt.silence_prefix * sr)), audio, np.zeros(5 * sr + int((stt.delay + 1.0) * sr))]
+        [np.zeros(int(stt.options.silence_prefix * sr)), audio, np.zeros(5 * sr + int((stt.options.delay + 1.0) * sr))]
     ).astype(np.float32)
     codes = stt.model.mimi.encode(mx.array(padded)[None])[0, :, : args.num_codebooks]
     cache, out = stt.model.lm.make_cache(), []
@@ -128,7 +131,7 @@ def test_array_input_equals_file_input(speech, stt):
 
 def test_progress_callback_and_one_shot_api(small_hf, speech, stt):
     import mlx_kyutai_is
-    from mlx_kyutai_is.transcribe import ModelHolder
+    from mlx_kyutai_is.stt import ModelHolder
 
     audio = read_wav(speech[2])
     seen = []

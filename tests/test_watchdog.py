@@ -3,14 +3,14 @@
 from types import SimpleNamespace
 
 import numpy as np
-
 from test_stream import ScriptedLM, SilentMimi
 
-from mlx_kyutai_is.config import ModelArgs
-from mlx_kyutai_is.decoding import TASK_PREFIXES
-from mlx_kyutai_is.stream import Stream
-from mlx_kyutai_is.tokenizer import Tokenizer
-from mlx_kyutai_is.watchdog import StallWatchdog
+from mlx_kyutai_is.models.config import ModelArgs
+from mlx_kyutai_is.models.tokenizer import Tokenizer
+from mlx_kyutai_is.runtime.protocol import StreamOptions
+from mlx_kyutai_is.runtime.stream import Stream
+from mlx_kyutai_is.runtime.watchdog import StallWatchdog
+from mlx_kyutai_is.tasks import TASK_PREFIXES
 
 
 def make_stream(ckpt, script):
@@ -19,7 +19,7 @@ def make_stream(ckpt, script):
     lm = ScriptedLM(args.lm, script)
     model = SimpleNamespace(args=args, lm=lm, mimi=SilentMimi())
     dog = StallWatchdog(max_silent_speech=3.0, max_repeats=4)
-    return Stream(model, tok, "is", watchdog=dog, text_delay=0.0, trailing_silence=0.0), tok, lm
+    return Stream(model, tok, "is", options=StreamOptions(text_delay=0.0, trailing_silence=0.0), watchdog=dog), tok, lm
 
 
 def noise(seconds, seed=0):

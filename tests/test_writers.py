@@ -4,11 +4,18 @@ clamped to the audio, the partial flag, completeness checks, and writes that fai
 import json
 
 import pytest
-from checkpoints import parse_srt, parse_vtt
 
 from mlx_kyutai_is import atomic
-from mlx_kyutai_is.decoding import Transcript, Word
-from mlx_kyutai_is.writers import WriteError, build_cues, format_timestamp, get_writer, is_complete
+from mlx_kyutai_is.results import Result, Transcript, Word
+from mlx_kyutai_is.writers import (
+    WriteError,
+    build_cues,
+    format_timestamp,
+    get_writer,
+    is_complete,
+)
+
+from checkpoints import parse_srt, parse_vtt
 
 
 def make_transcript(spec, task="is", duration=None):
@@ -18,6 +25,11 @@ def make_transcript(spec, task="is", duration=None):
     duration = duration if duration is not None else (spec[-1][2] + 1.0 if spec else 0.0)
     tokens = [tok for w in words for tok in w.tokens]
     return Transcript(text=text, words=words, task=task, duration=duration, tokens=tokens)
+
+
+def one(transcript):
+    """The `Result` of one task that writers take."""
+    return Result(transcript.task, {transcript.task: transcript})
 
 
 SPEC = [
@@ -52,7 +64,7 @@ def test_format_timestamp(seconds, srt, vtt):
 
 def test_srt_vtt_json_round_trip(tmp_path):
     tr = make_transcript(SPEC)
-    paths = get_writer("all", tmp_path)(tr, "talk")
+    paths = get_writer("all", tmp_path)(one(tr), "talk")
     assert sorted(p.name for p in paths) == ["talk.json", "talk.srt", "talk.txt", "talk.vtt"]
 
     srt = parse_srt((tmp_path / "talk.srt").read_text(encoding="utf-8"))
@@ -102,17 +114,17 @@ def test_bilingual_names(tmp_path):
         "is": make_transcript(SPEC[:5], task="is"),
         "en": make_transcript([("Good", 0.3, 0.6), ("morning,", 0.6, 1.0), ("I'm", 1.1, 1.2)], task="en"),
     }
-    paths = get_writer("srt", tmp_path)(result, "talk")
+    paths = get_writer("srt", tmp_path)(Result("both", result), "talk")
     assert [p.name for p in paths] == ["talk.is.srt", "talk.en.srt"]
     assert parse_srt((tmp_path / "talk.en.srt").read_text(encoding="utf-8"))[0][3] == "Good morning, I'm"
-    get_writer("json", tmp_path)(result, "talk")
+    get_writer("json", tmp_path)(Result("both", result), "talk")
     assert json.loads((tmp_path / "talk.en.json").read_text(encoding="utf-8"))["task"] == "en"
     assert json.loads((tmp_path / "talk.is.json").read_text(encoding="utf-8"))["task"] == "is"
 
 
 def test_empty_transcript(tmp_path):
     tr = make_transcript([], duration=2.0)
-    get_writer("all", tmp_path)(tr, "silence")
+    get_writer("all", tmp_path)(one(tr), "silence")
     assert parse_srt((tmp_path / "silence.srt").read_text()) == []
     assert parse_vtt((tmp_path / "silence.vtt").read_text()) == []
     assert json.loads((tmp_path / "silence.json").read_text())["words"] == []
@@ -120,7 +132,7 @@ def test_empty_transcript(tmp_path):
 
 def test_vtt_escapes_arrow(tmp_path):
     tr = make_transcript([("a-->b", 0.0, 0.5)])
-    get_writer("vtt", tmp_path)(tr, "x")
+    get_writer("vtt", tmp_path)(one(tr), "x")
     assert parse_vtt((tmp_path / "x.vtt").read_text()) == [(0.0, 0.5, "a->b")]
 
 
@@ -134,7 +146,7 @@ def test_last_cue_never_ends_after_the_audio(tmp_path):
     # 0.5 s display time past the end
     tr = make_transcript([("a", 0.5, 0.9), ("b.", 1.0, 1.0), ("c", 2.0, 2.0)], duration=2.0)
     for fmt, parse in [("srt", lambda t: [c[1:] for c in parse_srt(t)]), ("vtt", parse_vtt)]:
-        get_writer(fmt, tmp_path)(tr, "end")
+        get_writer(fmt, tmp_path)(one(tr), "end")
         cues = parse((tmp_path / f"end.{fmt}").read_text())
         assert cues == [(0.5, 1.0, "a b."), (1.999, 2.0, "c")]
     (cue,) = build_cues(make_transcript([("x", 2.0, 2.0)]).words, max_end=3.0)
@@ -143,11 +155,11 @@ def test_last_cue_never_ends_after_the_audio(tmp_path):
 
 def test_partial_flag_and_is_complete(tmp_path):
     tr = make_transcript(SPEC)
-    paths = get_writer("all", tmp_path)(tr, "done")
+    paths = get_writer("all", tmp_path)(one(tr), "done")
     assert all(is_complete(p) for p in paths)
     assert "partial" not in json.loads((tmp_path / "done.json").read_text())
     tr.partial = True
-    get_writer("json", tmp_path)(tr, "cut")
+    get_writer("json", tmp_path)(one(tr), "cut")
     assert json.loads((tmp_path / "cut.json").read_text())["partial"] is True
     assert not is_complete(tmp_path / "cut.json")  # --skip-existing redoes an interrupted file
     # a truncated file (as a non-atomic writer killed mid-write leaves) is not complete
@@ -157,7 +169,7 @@ def test_partial_flag_and_is_complete(tmp_path):
             p.write_bytes(cut)
             assert not is_complete(p), (p, cut)
     assert not is_complete(tmp_path / "missing.txt")
-    get_writer("srt", tmp_path)(make_transcript([], duration=1.0), "silent")
+    get_writer("srt", tmp_path)(one(make_transcript([], duration=1.0)), "silent")
     assert (tmp_path / "silent.srt").read_bytes() == b"" and is_complete(tmp_path / "silent.srt")
 
 
@@ -166,8 +178,8 @@ def test_paths_match_what_is_written(tmp_path):
     for fmt in ("txt", "all"):
         w = get_writer(fmt, tmp_path / fmt)
         (tmp_path / fmt).mkdir()
-        assert w(tr, "a") == w.paths("a", ["is"])
-        assert w({"is": tr, "en": tr}, "b") == w.paths("b", ["is", "en"])
+        assert w(one(tr), "a") == w.paths("a", ["is"])
+        assert w(Result("both", {"is": tr, "en": tr}), "b") == w.paths("b", ["is", "en"])
 
 
 def test_failed_writes_leave_old_files_and_write_the_rest(tmp_path, monkeypatch):
@@ -197,7 +209,7 @@ def test_failed_writes_leave_old_files_and_write_the_rest(tmp_path, monkeypatch)
 
     monkeypatch.setattr("mlx_kyutai_is.writers.atomic_open", failing)
     with pytest.raises(WriteError) as e:
-        get_writer("all", tmp_path)(make_transcript(SPEC), "t")
+        get_writer("all", tmp_path)(one(make_transcript(SPEC)), "t")
     assert sorted(p.name for p, _ in e.value.failed) == ["t.json", "t.vtt"]
     assert sorted(p.name for p in e.value.written) == ["t.srt", "t.txt"]
     assert "No space left on device" in str(e.value) and "\n" not in str(e.value)
