@@ -22,6 +22,8 @@ _API = {
     "Word": "results",
     "TASKS": "tasks",
     "StreamOptions": "runtime.protocol",
+    "load_codec": "models.codec",
+    "MimiCodec": "models.codec",
 }
 
 __all__ = ["__version__", *_API]

@@ -20,12 +20,26 @@ class Word:
 
 
 @dataclass
+class Segment:
+    """A stretch of the input decoded as a stream of its own (long recordings are cut at pauses):
+    `start`/`end` in seconds of the input, its `text` and `tokens` (task prefix included)."""
+
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = field(default_factory=list)
+    words: int = 0  # how many of the transcript's words are this segment's (in order)
+
+
+@dataclass
 class Transcript:
     """The result of one task over one input.
 
     `text` is the decoded transcript (the task prefix left out), `words` carry `start`/`end` in
     seconds of the input audio, `tokens` are every generated text id, the 4 prefix ids included.
-    `partial` is True when decoding was stopped before the end of the audio.
+    `partial` is True when decoding was stopped before the end of the audio. `segments` lists
+    the stretches decoded as streams of their own when the input was cut at pauses (empty when it
+    was decoded as one stream); `tokens` is then theirs end to end.
     """
 
     text: str
@@ -34,6 +48,7 @@ class Transcript:
     duration: float = 0.0
     tokens: list[int] = field(default_factory=list)
     partial: bool = False
+    segments: "list[Segment]" = field(default_factory=list)
 
 
 @dataclass

@@ -6,13 +6,17 @@ gives one synchronous live stream, `STT.live` many concurrent ones on a backgrou
 Every task gives the same result shape (`results.Result`).
 """
 
+import os
 import sys
-from numbers import Integral
+import time
+from collections.abc import Iterator
+from numbers import Integral, Real
 from pathlib import Path
 
 from tqdm import tqdm
 
 from .audio import audio_duration, iter_audio_blocks, prepare_array
+from .models.codec import MimiCodec, load_codec
 from .models.loading import (
     DEFAULT_MODEL,
     adapt_to_device,
@@ -22,9 +26,18 @@ from .models.loading import (
 )
 from .models.tokenizer import Tokenizer
 from .results import Result
-from .runtime.batch import BatchJob
+from .runtime.batch import BatchJob, PieceError
 from .runtime.live import LiveEngine
 from .runtime.protocol import StreamOptions
+from .runtime.segments import (
+    DEFAULT_MAX_SEGMENT,
+    Piece,
+    Prefetch,
+    Segmenter,
+    measure_batch_cost,
+    overhead_steps,
+    plan_segments,
+)
 from .runtime.stream import Stream
 from .runtime.watchdog import StallWatchdog
 from .tasks import task_list
@@ -38,6 +51,8 @@ DEFAULT_BATCH_SIZE = 8
 # come out as the audio arrives.
 FILE_BLOCK_SECONDS = 2.0
 PIPE_BLOCK_SECONDS = 0.24
+# Sets `STT.batch_cost` instead of measuring it (e.g. to force or forbid cutting long recordings).
+BATCH_COST_ENV = "MLX_KYUTAI_IS_BATCH_COST"
 
 
 def load(path_or_repo: str = DEFAULT_MODEL, quantize: int | dict | None = None, dtype: str | None = None) -> "STT":
@@ -48,7 +63,7 @@ def load(path_or_repo: str = DEFAULT_MODEL, quantize: int | dict | None = None, 
     path_or_repo : str or Path
         An MLX directory written by `convert`, a Hugging Face checkpoint directory (converted in
         memory at every load), or a hub repo id (downloaded once into the Hugging Face cache,
-        then converted in memory).
+        then converted in memory at every load, as a checkpoint directory is).
     quantize : int or dict, optional
         4 or 8 (bits), or ``{"bits": .., "group_size": ..}``: quantize the LM's linear layers of a
         float checkpoint on load (Mimi and the embeddings stay float).
@@ -87,14 +102,40 @@ def _is_file(x) -> bool:
     return isinstance(x, (str, Path)) or hasattr(x, "read")
 
 
-class _ProgressBar:
-    """`progress=True`: one tqdm bar on stderr over the whole job's audio seconds."""
+class ProgressBar:
+    """One tqdm bar on stderr over a job's audio seconds (`progress=True`, and `transcribe`'s bar):
+    the real-time factor (wall time ÷ audio done, over the whole job so far, not smoothed) and
+    the time left at that pace. Called as ``bar(seconds_done, total)``; `total` may be None (an
+    input's length not known up front) and come later.
 
-    def __init__(self, total: float | None):
+    Attributes
+    ----------
+    bar : tqdm
+        The bar itself (`clear()` and `refresh()` it around lines printed to the same terminal).
+    """
+
+    KNOWN = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s [{elapsed}<{remaining}{postfix}]"
+    UNKNOWN = "{desc}: {n:.1f} s of audio [{elapsed}{postfix}]"
+
+    def __init__(self, total: float | None = None):
+        self.start = time.perf_counter()
         total = None if total is None else round(total, 1)
-        self.bar = tqdm(total=total, unit="s", desc="transcribing", leave=False, file=sys.stderr)
+        # smoothing=0: tqdm's time left uses the average pace since the start, as the RTF shown does.
+        self.bar = tqdm(
+            total=total,
+            unit="s",
+            desc="transcribing",
+            leave=False,
+            file=sys.stderr,
+            smoothing=0,
+            bar_format=self.UNKNOWN if total is None else self.KNOWN,
+        )
 
-    def __call__(self, done: float, total=None):
+    def __call__(self, done: float, total: float | None = None):
+        if total is not None and self.bar.total != round(total, 1):
+            self.bar.total, self.bar.bar_format = round(total, 1), self.KNOWN
+        if done > 0:
+            self.bar.set_postfix_str(f"RTF {(time.perf_counter() - self.start) / done:.2f}", refresh=False)
         self.bar.update(round(done, 1) - self.bar.n)
 
     def close(self):
@@ -121,6 +162,7 @@ class STT:
             silence_prefix=float(pre.get("audio_silence_prefix_seconds", 0.0)),
             delay=float(pre.get("audio_delay_seconds", 0.0)),
         )
+        self.batch_costs: dict[int, float] = {}
 
     @property
     def sample_rate(self) -> int:
@@ -131,6 +173,19 @@ class STT:
     def frame_size(self) -> int:
         """Samples per model step (80 ms)."""
         return self.model.args.frame_size
+
+    @property
+    def codec(self) -> MimiCodec:
+        """The model's Mimi codec (`models.codec.MimiCodec`): `encode` audio to the codes the model
+        reads, `decode` codes back to audio, to hear what the model hears. Shares the loaded
+        encoder; the decoder's weights are read from the model's directory on first use (a
+        directory converted before they were kept has none: `decode` says so)."""
+        if getattr(self, "_codec", None) is None:
+            if self.path is None:
+                self._codec = MimiCodec(self.model.mimi, missing="this model was not loaded from a directory")
+            else:
+                self._codec = load_codec(self.path, encoder=self.model.mimi)
+        return self._codec
 
     def stream(
         self,
@@ -178,9 +233,9 @@ class STT:
         step = int(FILE_BLOCK_SECONDS * rate)
         return (samples[j : j + step] for j in range(0, len(samples), step))
 
-    def _total_seconds(self, inputs, sr: int | None) -> float | None:
-        """The audio seconds of all inputs, None when one's length is not known up front."""
-        total = 0.0
+    def _durations(self, inputs, sr: int | None) -> list[float | None]:
+        """Each input's seconds of audio, None where not known up front (a pipe, an open file)."""
+        out = []
         for x in inputs:
             if isinstance(x, (str, Path)) and str(x) != "-":
                 try:
@@ -191,10 +246,47 @@ class STT:
                 d = None
             else:
                 d = len(x) / (sr or self.sample_rate)
-            if d is None:
-                return None
-            total += d
-        return total
+            out.append(d)
+        return out
+
+    def batch_cost(self, rows: int) -> float:
+        """What an engine step of `rows` rows costs in single-row steps on this machine (1.0:
+        batching is free), measured once per process (`runtime.segments.measure_batch_cost`).
+        ``MLX_KYUTAI_IS_BATCH_COST`` (a number) sets it instead, for every row count."""
+        if rows not in self.batch_costs:
+            given = os.environ.get(BATCH_COST_ENV)
+            try:
+                cost = float(given) if given else None
+            except ValueError:
+                raise ValueError(f"{BATCH_COST_ENV} must be a number, got {given!r}") from None
+            self.batch_costs[rows] = cost or measure_batch_cost(self.model, self.tokenizer, rows)
+        return self.batch_costs[rows]
+
+    def _segment_targets(self, durations, max_segment, rows, options) -> dict[int, float]:
+        """input index -> target segment seconds, for the inputs worth cutting (`plan_segments`)."""
+        frame_rate = self.sample_rate / self.frame_size
+        overhead = overhead_steps(options, frame_rate)
+        targets = {}
+        for i, d in enumerate(durations):
+            if rows > 1 and (d is None or d > max_segment):
+                target = plan_segments(d, rows, self.batch_cost(rows), overhead, frame_rate, max_segment)
+                if target is not None:
+                    targets[i] = target
+        return targets
+
+    def _pieces(self, inputs, sr, targets: dict, max_segment: float) -> Iterator:
+        """Each input's `Piece`s in order: one lazily read stream, or, for the inputs in
+        `targets`, pieces cut at pauses as the input is read."""
+        for i, x in enumerate(inputs):
+            try:
+                blocks = self._open_input(x, sr)
+                if targets.get(i) is None:
+                    yield Piece(i, 0, 0, blocks, last=True)
+                    continue
+                cutter = Segmenter(self.sample_rate, self.frame_size, targets[i], max_segment)
+                yield from cutter.pieces(i, blocks)
+            except Exception as e:
+                yield PieceError(i, e)
 
     def transcribe_iter(
         self,
@@ -208,8 +300,10 @@ class STT:
         pad_steps: int | None = None,
         text_delay: float | None = None,
         trailing_silence: float | None = None,
+        segment: str | None = "vad",
+        max_segment: float = DEFAULT_MAX_SEGMENT,
     ) -> BatchJob:
-        """Transcribe many inputs, `batch_size` at a time on one batched engine.
+        """Transcribe many inputs, `batch_size` engine rows at a time on one batched engine.
 
         Parameters
         ----------
@@ -220,9 +314,17 @@ class STT:
             How many inputs decode at once (default `DEFAULT_BATCH_SIZE`).
         progress : callable or bool, optional
             ``progress(seconds_done, total_seconds)`` over the whole job's audio (total None when
-            an input's length is unknown up front); True shows one tqdm bar on stderr.
+            an input's length is unknown up front); True shows one bar on stderr (`ProgressBar`:
+            the real-time factor and the time left).
         on_words : callable, optional
             ``on_words(index, words)`` as each input's words become final.
+        segment : {"vad", None}
+            "vad" (default): a recording longer than `max_segment` seconds is cut at pauses into
+            segments decoded side by side, when this machine's measured batching gain pays for
+            the cuts (each segment decodes exactly as its slice alone; see
+            `runtime.segments`); None: every input is one unbroken stream.
+        max_segment : float
+            The longest segment in seconds; shorter audio is never cut.
 
         Returns
         -------
@@ -232,19 +334,29 @@ class STT:
         """
         task_list(task)
         _check_sr(sr)
+        if segment not in ("vad", None):
+            raise ValueError(f'segment must be "vad" or None, got {segment!r}')
+        if isinstance(max_segment, bool) or not isinstance(max_segment, Real) or not max_segment > 0:
+            raise ValueError(f"max_segment must be a number of seconds > 0, got {max_segment!r}")
         options = self.options.replace(pad_steps=pad_steps, text_delay=text_delay, trailing_silence=trailing_silence)
+        batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
         inputs = list(inputs)
-        total = self._total_seconds(inputs, sr) if progress else None
+        durations = self._durations(inputs, sr) if progress or segment else []
+        total = None if not progress or None in durations else sum(durations)
         if progress is True:
-            progress = _ProgressBar(total)
+            progress = ProgressBar(total)
+        # The rows a recording may use: its share of the batch (other inputs decode beside it).
+        rows = max(1, int(batch_size) // max(1, len(inputs))) if isinstance(batch_size, Integral) else 1
+        targets = self._segment_targets(durations, max_segment, rows, options) if segment else {}
+        pieces = self._pieces(inputs, sr, targets, max_segment)
         return BatchJob(
             self.model,
             self.tokenizer,
             inputs,
             task,
-            open_input=lambda x: self._open_input(x, sr),
+            pieces=Prefetch(pieces, size=batch_size) if targets else pieces,
             options=options,
-            batch_size=DEFAULT_BATCH_SIZE if batch_size is None else batch_size,
+            batch_size=batch_size,
             progress=progress or None,
             total=total,
             on_words=on_words,
@@ -289,7 +401,8 @@ class STT:
         batch_size : int, optional
             For a list: how many inputs decode at once (default `DEFAULT_BATCH_SIZE`).
         **stream_options
-            `pad_steps`, `text_delay`, `trailing_silence`: see `stream()`.
+            `pad_steps`, `text_delay`, `trailing_silence`: see `stream()`; `segment`,
+            `max_segment`: see `transcribe_iter()` (long recordings cut at pauses by default).
 
         Returns
         -------

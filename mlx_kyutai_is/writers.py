@@ -198,7 +198,14 @@ class SubtitlesWriter(ResultWriter):
         if not words and transcript.text.strip():  # no word timings: one cue for the whole text
             return [Cue(0.0, max(float(transcript.duration or 0.0), 0.001), [transcript.text.strip()])]
         duration = float(transcript.duration) if transcript.duration else None
-        return build_cues(words, **{"max_end": duration, **self.options})
+        if not transcript.segments:
+            return build_cues(words, **{"max_end": duration, **self.options})
+        # A cue never spans two segments (each was decoded as a stream of its own).
+        cues, first = [], 0
+        for seg in transcript.segments:
+            cues += build_cues(words[first : first + seg.words], **{**self.options, "max_end": seg.end})
+            first += seg.words
+        return cues
 
     def timestamp(self, seconds: float) -> str:
         return format_timestamp(seconds, self.decimal_marker)
@@ -227,8 +234,9 @@ class WriteVTT(SubtitlesWriter):
 
 
 def transcript_to_dict(transcript) -> dict:
-    """The JSON form: text, task, duration, words (start/end/text) and token ids; plus
-    ``"partial": true`` for the transcript of audio cut short (an interrupted run)."""
+    """The JSON form: text, task, duration, words (start/end/text) and token ids; the segments
+    (start/end/text/tokens) of a recording cut at pauses; ``"partial": true`` for the transcript
+    of audio cut short (an interrupted run)."""
     words = []
     for w in transcript.words:
         start, end = _word_times(w)
@@ -240,6 +248,11 @@ def transcript_to_dict(transcript) -> dict:
         "words": words,
         "tokens": [int(t) for t in transcript.tokens],
     }
+    if transcript.segments:
+        d["segments"] = [
+            {"start": seg.start, "end": seg.end, "text": seg.text, "tokens": [int(t) for t in seg.tokens]}
+            for seg in transcript.segments
+        ]
     if getattr(transcript, "partial", False):
         d["partial"] = True
     return d

@@ -3,8 +3,10 @@ a small real checkpoint (outputs parsed back), stdin, and every user error as on
 
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +42,8 @@ def assert_one_line_error(p, *needles):
     assert p.returncode != 0, err
     assert "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: "), err
+    command = next(a for a in p.args[3:] if not a.startswith("-"))  # the command, after `-c code`
+    assert len(lines) == 1 and lines[0].startswith(f"{PROG} {command}: error: "), err
     for n in needles:
         assert n in lines[0], err
     return lines[0]
@@ -116,9 +119,9 @@ def test_transcribe_two_files_all_formats(tmp_path, small_hf, speech):
     assert "Traceback" not in text(p.stderr)
     printed = text(p.stdout).strip().splitlines()
     assert len(printed) == 2
-    # one line per file, labelled, in the order they finished (batched: the shorter one first)
+    # one line per file, labelled, in input order
     by_file = {line.split(": ", 1)[0]: line for line in printed}
-    assert sorted(by_file) == sorted(map(str, speech[:2]))
+    assert list(by_file) == list(map(str, speech[:2]))
     for wav in speech[:2]:
         line = by_file[str(wav)]
         name = Path(wav).stem
@@ -143,6 +146,42 @@ def test_transcribe_two_files_all_formats(tmp_path, small_hf, speech):
         assert all(s < e for s, e, _ in vtt)
 
 
+SUMMARY = re.compile(
+    rf"{PROG} transcribe: transcribed (\d+) files?, ([\d.]+) s of audio, in ([\d.]+) s: real-time factor ([\d.]+)"
+)
+
+
+def test_transcribe_prints_in_input_order_and_sums_up(tmp_path, small_hf, speech):
+    """A long file, then a short one, decoded side by side (--batch-size 2): the short one finishes
+    first (its outputs are written first: each file is written when it is done), yet the text comes
+    out in input order; stderr ends with one line that sums up the run, whose real-time factor is
+    its wall time over its audio time, and whose wall time fits inside the measured one."""
+    long, short = tmp_path / "long.wav", tmp_path / "short.wav"
+    sf.write(long, np.concatenate([sf.read(w, dtype="float32")[0] for w in speech]), 24000)
+    sf.write(short, sf.read(speech[0], dtype="float32")[0][: 24000 * 2], 24000)
+    seconds = [sf.info(long).duration, sf.info(short).duration]
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    p = run("transcribe", long, short, "--model", small_hf, "--batch-size", "2", "-o", out)
+    measured = time.monotonic() - t0
+    assert p.returncode == 0, text(p.stderr)
+
+    assert (out / "short.txt").stat().st_mtime_ns < (out / "long.txt").stat().st_mtime_ns  # short finished first
+    printed = text(p.stdout).strip().splitlines()
+    assert [line.split(": ", 1)[0] for line in printed] == [str(long), str(short)]
+    for line, name in zip(printed, ("long", "short")):
+        assert line.split(": ", 1)[1] == (out / f"{name}.txt").read_text(encoding="utf-8").strip()
+
+    last = text(p.stderr).strip().splitlines()[-1]
+    m = SUMMARY.fullmatch(last)
+    assert m, text(p.stderr)
+    files, audio, wall, rtf = int(m[1]), float(m[2]), float(m[3]), float(m[4])
+    assert files == 2 and audio == pytest.approx(sum(seconds), abs=0.06)
+    gap = ((out / "long.txt").stat().st_mtime_ns - (out / "short.txt").stat().st_mtime_ns) / 1e9
+    assert gap - 0.05 <= wall <= measured + 0.05  # it spans the decoding, and no more than the whole run
+    assert rtf == pytest.approx(wall / audio, abs=0.005 + 0.05 / audio)  # the printed figures, rounded
+
+
 def test_transcribe_stdin_both(tmp_path, small_hf, speech):
     p = run("transcribe", "-", "--model", small_hf, "--task", "both", "-f", "json", "-o", tmp_path,
             stdin=Path(speech[2]).read_bytes())
@@ -158,7 +197,7 @@ def test_transcribe_per_file_errors(tmp_path, small_hf, speech, bad_files):
     p = run("transcribe", *files, "--model", small_hf, "-o", tmp_path)
     err = text(p.stderr)
     assert p.returncode == 1 and "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith(f"{PROG}: error: ")]
+    errors = [line for line in err.splitlines() if line.startswith(f"{PROG} transcribe: error: ")]
     assert len(errors) == 3, err
     for line, f in zip(errors, [files[0], files[2], files[3]]):
         assert str(f) in line
@@ -173,6 +212,28 @@ def test_transcribe_bad_file_alone(which, bad_files, tmp_path):
     """A run with nothing readable fails fast, before the model is loaded (its path is bogus here)."""
     assert_one_line_error(run("transcribe", bad_files[which], "--model", "/nonexistent", "-o", tmp_path),
                           str(bad_files[which]))
+
+
+@pytest.mark.parametrize(
+    "hub, says",
+    [
+        ({"HF_HUB_OFFLINE": "1"}, "downloads are off (HF_HUB_OFFLINE is set): unset HF_HUB_OFFLINE to download it"),
+        # Nothing listens on port 9 of loopback: the connection is refused, as with no network.
+        ({"HF_ENDPOINT": "http://127.0.0.1:9"}, "(http://127.0.0.1:9) cannot be reached (ConnectError: "),
+    ],
+)
+def test_first_command_without_the_hub_names_the_next_step(hub, says, speech, tmp_path, monkeypatch):
+    """The README's first command, with an empty Hugging Face cache and no hub: one line that says
+    why and what to do next (the network, HF_ENDPOINT or HF_HUB_OFFLINE, or --model DIR)."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for k, v in hub.items():
+        monkeypatch.setenv(k, v)
+    line = assert_one_line_error(run("transcribe", speech[0], "--task", "is", "-o", tmp_path), says)
+    assert line.startswith(f"{PROG} transcribe: error: mideind/kyutai-stt-1b-is-en: not a local directory")
+    assert line.endswith("or pass a local model directory instead (--model DIR: a Hugging Face checkpoint or a `convert` output)")
+    if "HF_ENDPOINT" in hub:
+        assert "check the network (or HF_ENDPOINT, for a mirror)" in line
 
 
 def test_bad_model_is_one_line(speech, tmp_path):

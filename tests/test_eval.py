@@ -20,8 +20,9 @@ from mlx_kyutai_is.evaluation.evaluate import (
 )
 from mlx_kyutai_is.evaluation.manifest import read_manifest
 from mlx_kyutai_is.evaluation.metrics import corpus_scores
+from mlx_kyutai_is.tasks import TASK_PREFIXES
 
-from checkpoints import SENTENCES
+from checkpoints import SENTENCES, TEXT_BOS, TEXT_VOCAB, build_tokenizer
 
 TRANSLATIONS = [
     "Good morning, my name is Jón and I live in Reykjavík.",
@@ -105,6 +106,31 @@ def test_transformers_recipe_agrees_token_for_token_in_float32(both_report):
     assert recipe["raw"] == ours["raw"] and recipe["normalised"] == ours["normalised"]
     table = format_table(both_report)
     assert "token agreement, transformers recipe (float32) vs" in table and "3 of 3 utterances identical" in table
+
+
+def test_reference_scores_equal_ours_when_the_tokens_agree(manifest, small_hf, tmp_path):
+    """The tests' checkpoint with a tokenizer that gives the text start (9322) an ordinary piece and
+    marks neither it nor the task-prefix ids special: the recipe's text is decoded from its
+    free-running tokens, as ours is, so 100 % token agreement gives the same hypotheses and metrics.
+    (Decoding its whole output let the start piece and "<is>" into every hypothesis: WER +14.29.)"""
+    pytest.importorskip("transformers")
+    checkpoint = tmp_path / "hf"
+    shutil.copytree(small_hf, checkpoint)
+    tokenizer = build_tokenizer(vocab_size=TEXT_VOCAB)
+    tokenizer.save_pretrained(checkpoint)
+    marked = set(tokenizer.all_special_ids)
+    assert tokenizer.convert_ids_to_tokens(TEXT_BOS) is not None and TEXT_BOS not in marked
+    assert not marked & set(TASK_PREFIXES["is"])
+
+    spec = ModelSpec(str(checkpoint), str(checkpoint))
+    utterances = read_manifest(manifest, ["is"])[:2]
+    report = evaluate(utterances, "is", [spec], dtype="float32", batch_size=2, reference="transformers", progress=False)
+    ours, recipe = report["models"]
+    assert recipe["agreement"]["tokens"] == 100.0 and recipe["agreement"]["identical"] == 2
+    for mine, theirs in zip(ours["utterances"], recipe["utterances"]):
+        assert theirs["hypothesis"] == mine["hypothesis"] and "<is>" not in theirs["hypothesis"]
+    assert recipe["raw"] == ours["raw"] and recipe["normalised"] == ours["normalised"]
+    assert "(+0.00) | 1" in format_table(report)  # the recipe's row: no difference to ours
 
 
 @pytest.mark.slow
@@ -192,7 +218,7 @@ def test_reference_without_the_test_extra_says_what_to_install(manifest, small_h
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
-    assert "--reference transformers needs the test extra: pip install -e '.[test]'" in r.stderr
+    assert '--reference transformers needs the test extra: pip install "mlx-kyutai-is[test]"' in r.stderr
 
 
 def test_table_deltas_and_model_specs():

@@ -3,6 +3,7 @@
 naming the manifest and the line."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -61,7 +62,8 @@ def test_only_the_fields_of_the_task_are_needed(tmp_path):
         ("m.csv", 'audio,text\na.wav,"one,\ntwo"\nb.wav,x,extra\n', r"m.csv:4: 3 fields, the header has 2"),
         ("m.csv", "file,text\na.wav,x\n", r"m.csv:2: no 'audio' field \(fields: 'file', 'text'\)"),
         ("m.tsv", "audio\ttext\n", r"m.tsv: no entries"),
-        ("m.txt", "a.wav x\n", r"m.txt: unknown manifest format '.txt' \(use .jsonl, .csv or .tsv\)"),
+        ("m.xml", "a.wav x\n", r"m.xml: unknown manifest format '.xml' \(use .jsonl, .csv, .tsv or a .txt list\)"),
+        ("m.txt", "a.wav\n", r"m.txt: a plain list of paths has no reference texts; use .jsonl, .csv or .tsv"),
     ],
 )
 def test_errors_name_the_manifest_and_line(tmp_path, name, content, message):
@@ -79,3 +81,18 @@ def test_missing_and_undecodable_manifest(tmp_path):
     bad.write_bytes("audio\ttext\na.wav\tGóðan\n".encode("latin-1"))
     with pytest.raises(ManifestError, match=r"latin1.tsv: not UTF-8 text"):
         read_manifest(bad, ["is"])
+
+
+def test_plain_list_of_paths(tmp_path):
+    """`transcribe --manifest`'s plain list: one path a line, relative to the list's folder;
+    blank lines and # comments skipped; line numbers as in the file."""
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "files.txt"
+    path.write_text("# the archive\na.wav\n\n  /abs/b.flac  \nc d.wav\n", encoding="utf-8")
+    got = read_manifest(path, [])
+    assert [u.audio for u in got] == ["a.wav", "/abs/b.flac", "c d.wav"]
+    assert [u.path for u in got] == [tmp_path / "sub" / "a.wav", Path("/abs/b.flac"), tmp_path / "sub" / "c d.wav"]
+    assert [u.line for u in got] == [2, 4, 5] and all(u.references == {} for u in got)
+    (tmp_path / "empty.lst").write_text("# nothing yet\n\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"empty.lst: no entries"):
+        read_manifest(tmp_path / "empty.lst", [])

@@ -1,24 +1,30 @@
 """The mic loop: file-backed and fake sources, interrupts, overflows, a model slower than real
-time; then the real `mic` command as a subprocess on a small checkpoint (text, SIGTERM)."""
+time; utterance lines, their times and the watchdog's re-primes in pauses; then the real `mic`
+command as a subprocess on a small checkpoint (text, timestamps, SIGTERM)."""
 
 import _thread
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from bisect import bisect_right
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from mlx_kyutai_is.apps.mic import FileSource, LiveDisplay, run_mic
+from mlx_kyutai_is import load
+from mlx_kyutai_is.apps.mic import FileSource, LiveDisplay, SessionClock, line_time, run_mic
+from mlx_kyutai_is.audio.vad import SpeechParams, SpeechTracker, VoiceActivity, speech_probabilities, speech_spans
 from mlx_kyutai_is.results import Transcript, Word
+from mlx_kyutai_is.runtime.watchdog import StallWatchdog
 
-from checkpoints import build_checkpoint, espeak, read_wav
+from checkpoints import SENTENCES, build_checkpoint, espeak, read_wav
 
 SR = 24_000
 FRAME = 1920
@@ -98,6 +104,31 @@ class FakeSTT:
         return self.last
 
 
+class LoopingStream(FakeStream):
+    """Says the same word at every frame, with a real watchdog acted on as `Stream.feed` does."""
+
+    def __init__(self, task="is", max_repeats=4):
+        super().__init__(task, every=1)
+        self.watchdog = StallWatchdog(max_repeats=max_repeats)
+        self.watchdog.attach(FRAME, SR)
+        self.recoveries = []
+
+    def feed(self, samples):
+        self.frames += 1
+        self.samples += len(samples)
+        words = [self._word(t, "br") for t in self.tasks]
+        if reason := self.watchdog.observe(np.asarray(samples, np.float32), words):
+            self.recoveries.append((self.samples / SR, reason))
+            self.watchdog.reset()
+        return words
+
+
+class LoopingSTT(FakeSTT):
+    def stream(self, task="is", **kw):
+        self.last = LoopingStream(task)
+        return self.last
+
+
 class ScriptedSource:
     """Pushes `n` frames of a known signal from a thread, every `interval` seconds; then either
     ends, or (interrupt=True) interrupts the main thread like Ctrl-C and waits to be stopped."""
@@ -144,6 +175,40 @@ def quiet_display(tasks=("is",)):
 def wav(tmp_path_factory):
     """Espeak Icelandic, 24 kHz 16-bit: what the mic would hear."""
     return espeak("Góðan daginn, ég heiti Jón og ég bý í Reykjavík.", tmp_path_factory.mktemp("mic") / "s.wav")
+
+
+@pytest.fixture(scope="module")
+def three(tmp_path_factory):
+    """Three espeak sentences with 1.5 s of silence inserted between them: the wav, and where each
+    sentence's sound starts and ends (samples above 0.01), in seconds."""
+    d = tmp_path_factory.mktemp("utterances")
+    parts, spoken, at = [], [], 0
+    for i, text in enumerate(SENTENCES):
+        audio = read_wav(espeak(text, d / f"s{i}.wav"))
+        loud = np.flatnonzero(np.abs(audio) > 0.01)
+        spoken.append(((at + loud[0]) / SR, (at + loud[-1] + 1) / SR))
+        parts += [audio, np.zeros(int(1.5 * SR), np.float32)]
+        at += len(audio) + int(1.5 * SR)
+    sf.write(d / "three.wav", np.concatenate(parts[:-1]), SR, subtype="PCM_16")
+    return d / "three.wav", spoken
+
+
+def heard_stops(path, pause):
+    """Where the mic's detector hears utterances end: the frames it is fed, as it is fed them."""
+    vad, tracker = VoiceActivity(SR), SpeechTracker(SpeechParams(min_silence=pause), prefix=0.0)
+    audio = read_wav(path)
+    events = [e for i in range(0, len(audio), FRAME) for e in tracker.update(vad.feed(audio[i : i + FRAME]))]
+    return [t for kind, t in events if kind == "stop"]
+
+
+LINE = re.compile(r"\[(\d\d):(\d\d):(\d\d)\.(\d)\] (.+)")
+
+
+def line_seconds(line):
+    m = LINE.fullmatch(line)
+    assert m, f"no time at the start of {line!r}"
+    h, mi, s, tenths = map(int, m.groups()[:4])
+    return h * 3600 + mi * 60 + s + tenths / 10, m.group(5)
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,6 +324,101 @@ def test_live_display_terminal():
 
 
 # --------------------------------------------------------------------------------------------
+# Utterances: one line each, their times, and the watchdog's re-primes in pauses
+
+
+def test_utterance_lines_break_at_the_pauses(tmp_path, small_hf, three):
+    """The tiny random model says gibberish all the time, but its words carry real times: each
+    line holds the words between two pauses, each pause lies in an inserted silence, each line
+    starts with its first word's time, and the .txt transcript has the same lines."""
+    path, spoken = three
+    stt = load(small_hf, dtype="float32")
+    display, out = quiet_display()
+    res = run_mic(stt, "is", FileSource(path, paced=False), output=tmp_path / "t.txt", display=display,
+                  log=io.StringIO(), timestamps=True)
+    stops = heard_stops(path, 0.5)
+    offline = [end for _, end in speech_spans(speech_probabilities(read_wav(path), SR),
+                                              SpeechParams(min_silence=0.5, pad=0.0, min_speech=0.0))[:-1]]
+    assert len(stops) == 2 and np.allclose(stops, offline, atol=0.1)
+    breaks = [t + 0.25 for t in stops]  # a pause is dated half the shortest pause into its silence
+    for b, (_, end), (start, _) in zip(breaks, spoken, spoken[1:]):
+        assert end < b < start
+    words = res.transcripts["is"].words
+    expected = [[w for w in words if bisect_right(breaks, w.start) == k] for k in range(3)]
+    assert all(expected), "the random model says something in every utterance"
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 3
+    for line, ws in zip(lines, expected):
+        seconds, text = line_seconds(line)
+        assert seconds == pytest.approx(ws[0].start, abs=0.051)
+        assert text == " ".join(w.text for w in ws)
+    assert (tmp_path / "t.txt").read_text(encoding="utf-8") == out.getvalue()
+
+
+def test_utterance_lines_without_timestamps_both_tasks(tmp_path, three):
+    """Task both: each task's text in utterance lines (no times without `timestamps`), on screen and
+    in name.is.txt / name.en.txt."""
+    path, _ = three
+    stt = FakeSTT()
+    display, out = quiet_display(("is", "en"))
+    run_mic(stt, "both", FileSource(path, paced=False), output=tmp_path / "t.txt", display=display,
+            log=io.StringIO())
+    breaks = [t + 0.25 for t in heard_stops(path, 0.5)]
+    for task in ("is", "en"):
+        words = stt.last.words[task]
+        expected = [" ".join(w.text for w in words if bisect_right(breaks, w.start) == k) for k in range(3)]
+        assert (tmp_path / f"t.{task}.txt").read_text(encoding="utf-8").splitlines() == expected
+        assert [ln[5:] for ln in out.getvalue().splitlines() if ln.startswith(f"[{task}] ")] == expected
+    assert len(out.getvalue().splitlines()) == 6
+
+
+def test_watchdog_reprimes_in_pauses(three):
+    """A stream stuck on one word: told by the mic's detector that someone is speaking, the watchdog
+    waits; every re-prime falls in a silence, after `pause` seconds of it. The same stream fed the
+    same audio without the detector re-primes mid-sentence."""
+    path, spoken = three
+    stt = LoopingSTT()
+    run_mic(stt, "is", FileSource(path, paced=False), display=quiet_display()[0], log=io.StringIO(), pause=0.5)
+    times = [t for t, _ in stt.last.recoveries]
+    assert len(times) >= 2
+    silences = list(zip([end for _, end in spoken], [start for start, _ in spoken[1:]]))
+    for t in times:
+        assert any(end + 0.4 <= t <= start + 0.1 for end, start in silences), (t, silences)
+    assert any("waited" in reason for _, reason in stt.last.recoveries)
+
+    alone = LoopingStream()
+    audio = read_wav(path)
+    for i in range(0, len(audio), FRAME):
+        alone.feed(audio[i : i + FRAME])
+    assert any(start < t < end for t, _ in alone.recoveries for start, end in spoken)
+
+
+def test_live_display_utterance_lines_terminal():
+    """On a terminal a new utterance starts a new line; a long one wraps, indented past its time."""
+    out = io.StringIO()
+    d = LiveDisplay(["is"], file=out, tty=True, width=30)
+    w = [Word(text=t, start=0, end=0, task="is", tokens=[]) for t in "eitt tvö þrjú fjögur fimm sex".split()]
+    d.update(w[:2], {"is": "þr"}, ["[00:00:01.0] ", None])
+    assert out.getvalue().endswith("[00:00:01.0] eitt tvö \x1b[2mþr\x1b[0m")
+    d.update(w[2:], {"is": ""}, [None, None, "[00:00:05.2] ", None])
+    d.close()
+    committed = [line.split("\x1b[J")[-1] for line in out.getvalue().split("\n")[:-1]]
+    assert committed == ["[00:00:01.0] eitt tvö þrjú", " " * 13 + "fjögur", "[00:00:05.2] fimm sex"]
+
+
+def test_line_times_and_the_session_clock():
+    assert line_time(0.0) == "[00:00:00.0]" and line_time(-0.3) == "[00:00:00.0]"
+    assert line_time(59.96) == "[00:01:00.0]" and line_time(3723.44) == "[01:02:03.4]"
+    # frames the model never saw (it fell behind) move later words' times to where they were spoken
+    clock = SessionClock(SR)
+    clock.fed_block(0, FRAME)
+    clock.fed_block(3 * FRAME, FRAME)  # two frames dropped
+    clock.fed_block(4 * FRAME, FRAME)
+    assert clock(0.05) == pytest.approx(0.05)
+    assert clock(0.1) == pytest.approx(0.1 + 0.16) and clock(0.2) == pytest.approx(0.2 + 0.16)
+
+
+# --------------------------------------------------------------------------------------------
 # The real command, as a subprocess, on a small random checkpoint
 
 
@@ -283,6 +443,22 @@ def test_mic_command_prints_text(tmp_path, ckpt, wav):
     assert out.strip(), err  # the random model emits text pieces
     assert (tmp_path / "t.txt").read_text(encoding="utf-8").split() == out.split()
     assert len(read_wav(tmp_path / "rec.wav")) == len(read_wav(wav))
+
+
+def test_mic_command_timestamps(tmp_path, small_hf, three):
+    """`mic --timestamps -o out.txt`: the same timed lines on stdout and in the file, one per
+    sentence, each timed after the previous sentence's sound ended and before the next began."""
+    path, spoken = three
+    p = cli("mic", "--model", small_hf, "--input-file", path, "--unpaced", "--timestamps", "-o", tmp_path / "out.txt")
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0 and "Traceback" not in err, err
+    lines = out.splitlines()
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines() == lines
+    assert len(lines) == 3, out
+    for k, line in enumerate(lines):
+        seconds, _ = line_seconds(line)
+        assert k == 0 or seconds > spoken[k - 1][1]
+        assert k == 2 or seconds < spoken[k + 1][0]
 
 
 def test_mic_command_sigterm(tmp_path, ckpt, wav):
@@ -349,9 +525,10 @@ def test_bad_outputs_refused_before_the_model_loads(tmp_path, wav, args, needles
     _, err = p.communicate(timeout=60)
     assert p.returncode == 1 and "Traceback" not in err, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("mlx-kyutai-is: error: "), err
+    assert len(lines) == 1 and lines[0].startswith("mlx-kyutai-is mic: error: "), err
     for n in needles:
         assert n in lines[0], err
+    assert "Error:" not in lines[0] and "--debug" not in lines[0], err  # a user's mistake, not a bug
     assert "no-model" not in err
     assert Path(wav).read_bytes() == before and list(tmp_path.iterdir()) == []
 

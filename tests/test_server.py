@@ -200,8 +200,8 @@ def test_openai_client_formats_equal_transcribe(server, stt, speech):
 
     assert create().text == ref.text
     assert create(response_format="text").strip() == ref.text
-    assert create(response_format="srt") == _written(WriteSRT, ref)
-    assert create(response_format="vtt") == _written(WriteVTT, ref)
+    assert create(response_format="srt") == _written(WriteSRT, ref["is"])
+    assert create(response_format="vtt") == _written(WriteVTT, ref["is"])
     verbose = create(response_format="verbose_json", timestamp_granularities=["word", "segment"])
     expected = verbose_json(ref, ["word", "segment"])
     assert verbose.text == ref.text and verbose.language == "icelandic" and verbose.task == "transcribe"
@@ -601,7 +601,7 @@ def test_port_in_use_is_one_line(small_hf):
 def test_text_deltas_add_up_to_the_decoded_text():
     """Deltas are the growth of the decoded text, so a piece that decoding joins to the word
     before it (no word marker after a boundary) still adds up to the transcript."""
-    from mlx_kyutai_is.apps.openai.schemas import TextDeltas
+    from mlx_kyutai_is.runtime.protocol import TextDeltas
     from mlx_kyutai_is.results import Word
 
     pieces = {1: "▁góðan", 2: "▁dag", 3: "inn", 4: "▁jón"}

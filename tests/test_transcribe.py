@@ -146,6 +146,33 @@ def test_progress_callback_and_one_shot_api(small_hf, speech, stt):
     ModelHolder.stt = ModelHolder.key = None
 
 
+def test_progress_bar_shows_the_real_time_factor_and_time_left(capsys):
+    """`progress=True`'s bar (and `transcribe`'s): the real-time factor is the wall time over the
+    audio done since the start (not a smoothed rate), the time left is the rest at that pace, and a
+    total that comes late (a pipe's) turns the count into a bar."""
+    import re
+    import time
+
+    from mlx_kyutai_is.stt import ProgressBar
+
+    bar = ProgressBar(None)
+    time.sleep(0.3)
+    bar(1.0, None)
+    time.sleep(0.3)
+    bar(2.0, 10.0)
+    wall = time.perf_counter() - bar.start
+    bar.bar.refresh()
+    bar.close()
+    shown = [s for s in re.split(r"[\r\n]", capsys.readouterr().err) if s.strip()]
+    assert any(s.startswith("transcribing: 1.0 s of audio [") and "RTF" in s for s in shown), shown
+    last = next(s for s in reversed(shown) if "2.0/10.0 s" in s)
+    m = re.search(r"\[00:00<00:(\d\d), RTF ([\d.]+)\]", last)
+    assert m, last
+    left, rtf = int(m[1]), float(m[2])
+    assert 0.6 / 2.0 - 0.01 <= rtf <= wall / 2.0 + 0.01  # 0.6 s of sleeps for 2 s of audio: not 1 s / 0.3 s
+    assert abs(left - 8.0 * rtf) <= 1.0  # 8 s of audio to go at that pace
+
+
 def test_import_is_light():
     import subprocess
     import sys

@@ -3,6 +3,7 @@
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 from test_stream import ScriptedLM, SilentMimi
 
 from mlx_kyutai_is.models.config import ModelArgs
@@ -13,12 +14,12 @@ from mlx_kyutai_is.runtime.watchdog import StallWatchdog
 from mlx_kyutai_is.tasks import TASK_PREFIXES
 
 
-def make_stream(ckpt, script):
+def make_stream(ckpt, script, **dog_kw):
     args = ModelArgs.from_file(ckpt)
     tok = Tokenizer.from_dir(ckpt, args.lm)
     lm = ScriptedLM(args.lm, script)
     model = SimpleNamespace(args=args, lm=lm, mimi=SilentMimi())
-    dog = StallWatchdog(max_silent_speech=3.0, max_repeats=4)
+    dog = StallWatchdog(max_silent_speech=3.0, max_repeats=4, **dog_kw)
     return Stream(model, tok, "is", options=StreamOptions(text_delay=0.0, trailing_silence=0.0), watchdog=dog), tok, lm
 
 
@@ -55,3 +56,60 @@ def test_repeated_word_loop_is_recovered(small_hf):
     assert s.recoveries and "repeated" in s.recoveries[0][1]
     words = s.words["is"]
     assert all(a.start <= b.start for a, b in zip(words, words[1:]))  # the clock goes on
+
+
+def looping_stream(ckpt, **dog_kw):
+    """A stream whose LM says the same word at every step from step 20 (a loop, found at ~1.8 s)."""
+    args = ModelArgs.from_file(ckpt)
+    tok = Tokenizer.from_dir(ckpt, args.lm)
+    w = next(i for i in range(100, 9000) if tok.is_word_start(i))
+    s, _, _ = make_stream(ckpt, {step: w for step in range(20, 400)}, **dog_kw)
+    return s
+
+
+def feed_frames(s, seconds, seed=0):
+    for chunk in np.split(noise(seconds, seed), round(seconds / 0.08)):
+        s.feed(chunk)
+
+
+def test_stall_while_speaking_waits_for_a_pause(small_hf):
+    """Told that someone speaks (a voice-activity detector's view), the watchdog re-primes at the
+    first frame of the next pause, not mid-word; the reason says how long it waited."""
+    s = looping_stream(small_hf)
+    s.watchdog.set_speaking(True)
+    feed_frames(s, 4.0)
+    assert s.recoveries == [] and s.watchdog.deferred > 1.5  # found at ~1.8 s, still waiting at 4 s
+    s.watchdog.set_speaking(False)
+    feed_frames(s, 0.16)
+    assert len(s.recoveries) == 1
+    at, reason = s.recoveries[0]
+    assert at == pytest.approx(4.08) and "repeated" in reason and "waited" in reason
+    assert s.watchdog.deferred == 0.0  # reset with the re-prime
+
+
+def test_no_pause_within_max_defer(small_hf):
+    s = looping_stream(small_hf, max_defer=1.0)
+    s.watchdog.set_speaking(True)
+    feed_frames(s, 4.0)
+    assert s.recoveries, "a loop in speech that never pauses is still re-primed"
+    at, reason = s.recoveries[0]
+    assert 2.5 < at < 3.5 and "no pause came" in reason  # found at ~1.8 s, 1 s of waiting
+
+
+def test_unknown_speech_state_recovers_at_once(small_hf):
+    s = looping_stream(small_hf)  # set_speaking never called: the behaviour before it existed
+    feed_frames(s, 4.0)
+    assert s.recoveries and s.recoveries[0][0] < 2.5 and "waited" not in s.recoveries[0][1]
+
+
+def test_a_stall_that_ends_while_waiting_is_forgotten():
+    dog = StallWatchdog(max_repeats=3)
+    dog.attach(1920, 24000)
+    frame = np.zeros(1920, np.float32)
+    ja, nei = SimpleNamespace(text="já"), SimpleNamespace(text="nei")
+    dog.set_speaking(True)
+    assert [dog.observe(frame, [ja]) for _ in range(3)] == [None] * 3  # stalled, waiting
+    assert dog.deferred > 0
+    assert dog.observe(frame, [nei]) is None and dog.deferred == 0.0  # the loop broke
+    dog.set_speaking(False)
+    assert dog.observe(frame, []) is None

@@ -10,6 +10,11 @@ dropped (counted and reported) instead of letting the delay grow without bound.
 
 Sources are injectable: `SoundDeviceSource` (a microphone), `FileSource` (a file replayed in real
 time, or as fast as the model goes), or any object with the `AudioSource` interface.
+
+Utterances: a voice-activity detector (`audio.vad`) hears the frames the model is fed, and the text
+is broken into one line per utterance, on screen and in a .txt transcript, by the words' own
+timestamps (the text comes out seconds after the audio). The model's stream runs on through
+pauses; its watchdog, when it must re-prime, waits for one.
 """
 
 import os
@@ -19,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+from bisect import bisect_right
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +41,7 @@ from ..audio import (
     iter_audio_blocks,
     recording_format,
 )
+from ..audio.vad import SpeechParams, SpeechTracker, VoiceActivity
 from ..errors import Error
 from ..results import Result
 from ..tasks import task_list
@@ -43,6 +50,10 @@ from ..writers import FORMATS, SENTENCE_END, get_writer
 
 class DeviceError(Error, RuntimeError):
     """No such input device, or no audio input at all (one-line message)."""
+
+
+class OutputError(Error, ValueError):
+    """A transcript or recording path that `mic` cannot write (one-line message)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,6 +308,7 @@ class _Capture:
     def push(self, block: np.ndarray, overflowed: bool = False) -> None:
         if self.closed.is_set():
             return
+        item = (self.samples, block)  # where the block starts in the session (the recording)
         self.frames += 1
         self.samples += len(block)
         self.overflows += bool(overflowed)
@@ -304,13 +316,13 @@ class _Capture:
             self.recorder.q.put(block)
         if self.realtime:
             try:
-                self.q.put_nowait(block)
+                self.q.put_nowait(item)
             except queue.Full:
                 self.dropped += 1
         else:
             while not self.closed.is_set():
                 try:
-                    self.q.put(block, timeout=0.1)
+                    self.q.put(item, timeout=0.1)
                     break
                 except queue.Full:
                     pass
@@ -320,8 +332,9 @@ class _Capture:
         self.error = error
         self.ended.set()
 
-    def get(self, timeout: float = 0.05) -> np.ndarray | None:
-        """The next frame, or None if none came within `timeout` seconds."""
+    def get(self, timeout: float = 0.05) -> tuple[int, np.ndarray] | None:
+        """The next frame and the session sample it starts at, or None if none came within `timeout`
+        seconds."""
         try:
             return self.q.get(timeout=timeout) if timeout > 0 else self.q.get_nowait()
         except queue.Empty:
@@ -337,6 +350,108 @@ class _Capture:
 
 
 # --------------------------------------------------------------------------------------------
+# Utterances: where the lines break, and their times
+
+
+class SessionClock:
+    """Session seconds (those of the recording) of the model's stream seconds: they differ by the
+    audio dropped before, when the model fell behind real time and never saw some frames."""
+
+    KEEP = 120.0  # seconds of stream remembered: words are dated at most a few seconds back
+
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self.fed = 0  # samples fed to the model
+        self._at = [0]  # stream samples where the offset changed ...
+        self._offset = [0]  # ... and the samples dropped before them
+
+    def fed_block(self, session_sample: int, n: int) -> None:
+        """The model is fed `n` samples that start at `session_sample` of the session."""
+        offset = session_sample - self.fed
+        if offset != self._offset[-1]:
+            self._at.append(self.fed)
+            self._offset.append(offset)
+            old = bisect_right(self._at, self.fed - self.KEEP * self.sample_rate) - 1
+            if old > 0:
+                del self._at[:old], self._offset[:old]
+        self.fed += n
+
+    def __call__(self, seconds: float) -> float:
+        i = max(0, bisect_right(self._at, round(seconds * self.sample_rate)) - 1)
+        return seconds + self._offset[i] / self.sample_rate
+
+
+def line_time(seconds: float) -> str:
+    """A line's time: ``[HH:MM:SS.d]``."""
+    tenths = max(0, round(seconds * 10))
+    hours, tenths = divmod(tenths, 36_000)
+    minutes, tenths = divmod(tenths, 600)
+    secs, tenths = divmod(tenths, 10)
+    return f"[{hours:02d}:{minutes:02d}:{secs:02d}.{tenths}]"
+
+
+class Utterances:
+    """Where the text breaks into lines: one line per utterance.
+
+    A voice-activity detector hears the audio as it is fed to the model (`feed`) and dates each
+    pause in seconds of the stream. A word begins a new line when a pause lies between the previous
+    word's start and its own: words carry the times of the audio they transcribe, and come out
+    seconds after it (the model's text delay), by when the pause is known. A pause is placed at the
+    start of its silence plus half of `pause` (the shortest pause), so that a word dated a little
+    late or early stays on its own side.
+
+    Parameters
+    ----------
+    sample_rate : int
+        Rate of the audio fed.
+    pause : float
+        Seconds of silence that end an utterance.
+    threshold : float
+        Speech probability (per 32 ms) at which speech starts.
+    timestamps : bool
+        Lines begin with the time of their first word, ``[HH:MM:SS.d]``.
+    session_time : callable, optional
+        Stream seconds to the seconds shown (e.g. a `SessionClock`); default the same.
+    """
+
+    def __init__(self, sample_rate: int, pause: float = 0.5, threshold: float = 0.5, timestamps: bool = False,
+                 session_time=None):
+        self.vad = VoiceActivity(sample_rate)
+        self.tracker = SpeechTracker(SpeechParams(threshold=threshold, min_silence=pause), prefix=0.0)
+        self.pause = pause
+        self.timestamps = timestamps
+        self.session_time = session_time or (lambda t: t)
+        self.breaks: list[float] = []  # stream seconds between utterances, in order
+        self._last: dict[str, float] = {}  # task -> the start of its last word
+
+    @property
+    def speaking(self) -> bool:
+        """True from the first speech until a pause has lasted `pause` seconds."""
+        return self.tracker.speaking
+
+    def feed(self, samples: np.ndarray, last: bool = False) -> None:
+        """Hear the next samples fed to the model (`last`: the stream ends)."""
+        for kind, t in self.tracker.update(self.vad.feed(samples, last=last)):
+            if kind == "stop":
+                self.breaks.append(t + self.pause / 2)
+
+    def head(self, word) -> str | None:
+        """None when `word` goes on in its task's current line; else it begins a line, and this is
+        what the line starts with (its time and a space with `timestamps`, else "")."""
+        prev = self._last.get(word.task)
+        self._last[word.task] = word.start
+        if prev is None:
+            new = True
+        else:
+            i = bisect_right(self.breaks, prev)  # the first break after the previous word
+            new = i < len(self.breaks) and self.breaks[i] <= word.start
+        del self.breaks[: bisect_right(self.breaks, min(self._last.values()))]  # behind every task
+        if not new:
+            return None
+        return f"{line_time(self.session_time(word.start))} " if self.timestamps else ""
+
+
+# --------------------------------------------------------------------------------------------
 # Display
 
 
@@ -349,6 +464,10 @@ class LiveDisplay:
     On a terminal the live lines are redrawn in place (carriage return, cursor up, clear); full
     lines scroll up. Elsewhere (a pipe, a file) only confirmed text is written, in plain lines
     ended at sentence ends or at `width` characters, so the output is a clean transcript.
+
+    Given line heads (`update`'s `heads`, from `Utterances`), each utterance begins a new line
+    instead: a terminal still wraps a long one at its width (continuation rows indented past the
+    time), elsewhere it is written as one line once the next one begins (or at the end).
     """
 
     def __init__(self, tasks, file: TextIO | None = None, tty: bool | None = None, width: int | None = None):
@@ -359,6 +478,8 @@ class LiveDisplay:
         self.lines = {t: "" for t in self.tasks}
         self.partials = {t: "" for t in self.tasks}
         self.drawn = 0  # live lines on screen
+        self.utterances = False  # lines are utterances (set by the first `heads`)
+        self._indent = {t: "" for t in self.tasks}  # a wrapped utterance's continuation rows
 
     @property
     def width(self) -> int:
@@ -371,24 +492,34 @@ class LiveDisplay:
             return ""
         return f"{task}: " if self.tty else f"[{task}] "
 
-    def update(self, words, partials: dict | None = None) -> None:
-        for w in words:
-            self._add(w.task if w.task in self.lines else self.tasks[0], w.text.strip())
+    def update(self, words, partials: dict | None = None, heads: list | None = None) -> None:
+        """Add confirmed `words` and show the `partials` ({task: text}). `heads`, one per word:
+        None goes on in the current line, a string begins a new line with it (`Utterances.head`)."""
+        if heads is not None:
+            self.utterances = True
+        for w, head in zip(words, heads if heads is not None else [None] * len(words)):
+            self._add(w.task if w.task in self.lines else self.tasks[0], w.text.strip(), head)
         if partials is not None:
             self.partials = {t: partials.get(t, "") for t in self.tasks}
         if self.tty:
             self._draw()
 
-    def _add(self, task, text) -> None:
+    def _add(self, task, text, head=None) -> None:
         if not text:
             return
-        line = f"{self.lines[task]} {text}".strip()
+        current = self.lines[task]
+        if head is not None:
+            if current:
+                self._commit(task, current)
+            current, self._indent[task] = "", " " * len(head)
+            text = head + text
+        line = f"{current} {text}" if current else text
         limit = self.width - 1
-        if self.tty and self.lines[task] and len(self._prefix(task) + line) > limit:
-            self._commit(task, self.lines[task])
-            line = text
+        if self.tty and current and len(self._prefix(task) + line) > limit:
+            self._commit(task, current)
+            line = self._indent[task] + text
         self.lines[task] = line
-        if not self.tty and (len(line) >= limit or SENTENCE_END.search(line)):
+        if not self.tty and not self.utterances and (len(line) >= limit or SENTENCE_END.search(line)):
             self._commit(task, line)
             self.lines[task] = ""
 
@@ -444,10 +575,10 @@ class LiveDisplay:
 
 
 def transcript_format(path) -> str:
-    """The writer format for a transcript path, by its suffix (none: txt); ValueError if unknown."""
+    """The writer format for a transcript path, by its suffix (none: txt); `OutputError` if unknown."""
     fmt = Path(path).suffix.lstrip(".").lower() or "txt"
     if fmt not in FORMATS:
-        raise ValueError(f"{path}: unsupported transcript format .{fmt} (use .txt, .srt, .vtt or .json)")
+        raise OutputError(f"{path}: unsupported transcript format .{fmt} (use .txt, .srt, .vtt or .json)")
     return fmt
 
 
@@ -463,9 +594,10 @@ def transcript_paths(path, tasks) -> list[Path]:
 
 class TranscriptFile:
     """`-o`: final words appended as they come to a .txt part file (``name.part-<pid>.txt``: it
-    survives a crash, and an existing transcript is not touched until the end), then the
-    complete transcript written atomically by `writers` at the end (txt, srt, vtt or json by
-    the file's suffix; ``name.is.ext`` / ``name.en.ext`` for task "both")."""
+    survives a crash, and an existing transcript is not touched until the end), one line per
+    utterance when `append` is given line heads; at the end a .txt is that file, renamed into
+    place (the lines shown on screen), and .srt, .vtt or .json are written atomically by `writers`
+    from the complete transcript (``name.is.ext`` / ``name.en.ext`` for task "both")."""
 
     def __init__(self, path, tasks):
         path = Path(path)
@@ -480,29 +612,30 @@ class TranscriptFile:
     def _path(self, task) -> Path:
         return self.paths[self.tasks.index(task)]
 
-    def append(self, words) -> None:
-        for w in words:
+    def append(self, words, heads: list | None = None) -> None:
+        """Append confirmed words; `heads` as in `LiveDisplay.update` (a string begins a line)."""
+        for w, head in zip(words, heads if heads is not None else [None] * len(words)):
             task = w.task if len(self.tasks) > 1 else self.tasks[0]
             entry, text = self.live.get(task), w.text.strip()
             if entry is not None and text:
-                entry[0].write((" " if entry[1] else "") + text)
+                if head is not None:
+                    entry[0].write(("\n" if entry[1] else "") + head + text)
+                else:
+                    entry[0].write((" " if entry[1] else "") + text)
                 entry[0].flush()
                 entry[1] += 1
 
     def finish(self, transcripts: dict | None) -> list[Path]:
-        """Close the live files and write the complete transcripts (or, without them, keep the
-        live text as the transcript). Returns the files written."""
+        """Close the live files: a .txt transcript is the live text, renamed into place; other
+        formats are written from the complete `transcripts` (if any). Returns the files written."""
         for f, _ in self.live.values():
             f.write("\n")
             f.close()
-        if transcripts:
+        if transcripts and not self.live:
             result = Result("both" if len(self.tasks) > 1 else self.tasks[0], transcripts)
-            get_writer(self.fmt, self.dir)(result, self.name)  # on failure the part files stay
-            for task in self.live:
-                part_path(self._path(task)).unlink(missing_ok=True)
-        else:
-            for task in self.live:
-                commit_file(part_path(self._path(task)), self._path(task))
+            get_writer(self.fmt, self.dir)(result, self.name)
+        for task in self.live:
+            commit_file(part_path(self._path(task)), self._path(task))
         return [p for p in self.paths if p.exists()]
 
 
@@ -514,7 +647,7 @@ def output_files(task: str, output=None, save_audio=None, input_file=None) -> li
 
     Raises
     ------
-    ValueError
+    OutputError (a ValueError)
         One line naming the path and the problem.
     """
     tasks = task_list(task)
@@ -527,7 +660,7 @@ def output_files(task: str, output=None, save_audio=None, input_file=None) -> li
         paths.append(Path(save_audio))
     # (the transcript and the recording cannot collide: their extensions differ)
     if input_file is not None and input_file != "-" and os.path.realpath(input_file) in map(os.path.realpath, paths):
-        raise ValueError(f"{input_file}: is the input; writing to it would destroy it")
+        raise OutputError(f"{input_file}: is the input; writing to it would destroy it")
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
     return paths
@@ -589,6 +722,8 @@ def run_mic(
     display: LiveDisplay | None = None,
     log: TextIO | None = None,
     stream_kwargs: dict | None = None,
+    timestamps: bool = False,
+    pause: float = 0.5,
 ) -> MicResult:
     """Transcribe live audio until the source ends, Ctrl-C, or SIGTERM.
 
@@ -601,7 +736,8 @@ def run_mic(
     source : AudioSource, optional
         Where audio comes from; default the system's default microphone.
     output : str or Path, optional
-        Transcript file (.txt written as words come; .srt/.vtt/.json at the end).
+        Transcript file (.txt written as words come, one line per utterance; .srt/.vtt/.json at
+        the end).
     save_audio : str or Path, optional
         WAV file of everything captured, written incrementally (valid even if killed).
     max_lag : float
@@ -612,6 +748,13 @@ def run_mic(
         Default: a `LiveDisplay` on stdout.
     log : file, optional
         Where status and warnings go (default stderr).
+    stream_kwargs : dict, optional
+        Passed to ``stt.stream`` (e.g. ``watchdog=True``; its re-primes then wait for a pause).
+    timestamps : bool
+        Each line (on screen and in a .txt transcript) begins with its time, ``[HH:MM:SS.d]``, in
+        seconds of the session (as in the recording).
+    pause : float
+        Seconds of silence that end an utterance (a new line).
 
     Returns
     -------
@@ -637,6 +780,9 @@ def run_mic(
     max_frames = max(1, round(max_lag / frame_s))
 
     stream = stt.stream(task=task, **(stream_kwargs or {}))
+    watchdog = getattr(stream, "watchdog", None)
+    clock = SessionClock(source.sample_rate)
+    utterances = Utterances(source.sample_rate, pause, timestamps=timestamps, session_time=clock)
     tfile = TranscriptFile(output, tasks) if output is not None else None
     recorder = _Recorder(save_audio, source.sample_rate) if save_audio is not None else None
     capture = _Capture(max_frames, source.realtime, recorder)
@@ -645,10 +791,20 @@ def run_mic(
     error: BaseException | None = None
     last_warn, warned = -1e9, (0, 0)
 
+    def feed(item):
+        session_sample, block = item
+        clock.fed_block(session_sample, len(block))
+        utterances.feed(block)  # the detector hears exactly what the model is fed, on its clock
+        if watchdog is not None:
+            watchdog.set_speaking(utterances.speaking)
+        return stream.feed(block)
+
     def emit(words, partials=None):
-        display.update(words, partials)
+        words = [w for w in words if w.text.strip()]
+        heads = [utterances.head(w) for w in words]
+        display.update(words, partials, heads)
         if tfile is not None and words:
-            tfile.append(words)
+            tfile.append(words, heads)
 
     def check_health():
         nonlocal last_warn, warned
@@ -671,12 +827,12 @@ def run_mic(
             source.start(capture)
             print("listening... (Ctrl-C to stop)", file=log, flush=True)
             while not stopper.requested.is_set():
-                block = capture.get()
-                if block is None:
+                item = capture.get()
+                if item is None:
                     if capture.finished():
                         break
                     continue
-                emit(stream.feed(block), stream.partials)
+                emit(feed(item), stream.partials)
                 if source.realtime:
                     check_health()
         except KeyboardInterrupt:  # not in the main thread, or a second Ctrl-C
@@ -692,8 +848,9 @@ def run_mic(
         try:
             if error is None:
                 # what was captured before the stop is still transcribed
-                while (block := capture.get(timeout=0)) is not None:
-                    emit(stream.feed(block), stream.partials)
+                while (item := capture.get(timeout=0)) is not None:
+                    emit(feed(item), stream.partials)
+            utterances.feed(np.zeros(0, np.float32), last=True)
             emit(stream.flush(), stream.partials)
         except KeyboardInterrupt:  # Ctrl-C again: skip the rest, keep what we have
             pass

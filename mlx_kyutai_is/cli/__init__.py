@@ -17,9 +17,11 @@ COMMANDS = {
     "transcribe": ("mlx_kyutai_is.cli.transcribe", "transcribe or translate audio files (txt, srt, vtt, json)"),
     "mic": ("mlx_kyutai_is.cli.mic", "live transcription from the microphone"),
     "serve": ("mlx_kyutai_is.cli.serve", "OpenAI-compatible speech server with live captions in the browser"),
+    "wyoming": ("mlx_kyutai_is.cli.wyoming", "Wyoming speech-to-text server for Home Assistant, words streamed live"),
     "eval": ("mlx_kyutai_is.cli.eval", "WER/CER and BLEU/chrF on a manifest (reproduce the model card)"),
     "convert": ("mlx_kyutai_is.cli.convert", "convert a Hugging Face checkpoint to MLX, optionally quantized"),
     "bench": ("mlx_kyutai_is.cli.bench", "measure speed: ms per step and real-time factor"),
+    "codec": ("mlx_kyutai_is.cli.codec", "the Mimi codec alone: audio -> codes -> audio (hear what the model hears)"),
 }
 
 DESCRIPTION = """\
@@ -27,7 +29,8 @@ Streaming Icelandic speech recognition and Icelandic -> English speech translati
 MLX, running Mideind's fine-tune of Kyutai STT (mideind/kyutai-stt-1b-is-en).
 
 Tasks: "is" writes what was said in Icelandic, "en" translates it to English, "both" does
-both at once. The model is downloaded once into the Hugging Face cache."""
+both at once. The model is downloaded once into the Hugging Face cache and converted in
+memory at every start (`convert` saves a converted copy to load with --model DIR)."""
 
 EXAMPLES = """\
 examples:

@@ -67,6 +67,21 @@ def configure_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="kernels per steady-state frame (LM step, Mimi frame, whole frame) by type, and host syncs",
     )
+    p.add_argument(
+        "--long",
+        action="store_true",
+        help="a long Icelandic recording with pauses transcribed with --segment vad and with none, in one run: "
+        "wall time ratio, segments, rows per step, the detector's share (default model: the full-size "
+        "structure with small widths)",
+    )
+    p.add_argument("--long-minutes", type=positive_float, default=5.0, metavar="MIN", help="length of --long's recording")
+    p.add_argument("--long-audio", default=None, metavar="FILE", help="use this recording for --long instead")
+    p.add_argument(
+        "--codec",
+        action="store_true",
+        help="the Mimi codec alone (float32, 32 codebooks): streaming decode and encode ms per 80 ms frame, "
+        "whole-signal decode and encode RTF over --offline-seconds (default 20)",
+    )
     p.add_argument("-o", "--output", help="also write the JSON results to this file")
     return p
 

@@ -12,10 +12,14 @@ from contextlib import contextmanager
 
 from ..errors import DEBUG_ENV, one_line
 from ..models.loading import DTYPES
+from ..runtime.segments import DEFAULT_MAX_SEGMENT
 from ..stt import DEFAULT_MODEL, load
 from ..tasks import TASKS
 
 PROG = "mlx-kyutai-is"
+# The command running (`run` sets it): every error, warning and note of a command starts with
+# ``mlx-kyutai-is COMMAND:``, as argparse's usage errors do.
+_current = PROG
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -76,6 +80,29 @@ def add_model_args(p: argparse.ArgumentParser, *, task: bool = True, dtype: bool
         )
 
 
+def add_segment_args(p: argparse.ArgumentParser):
+    """--segment and --max-segment: long recordings cut at pauses and decoded side by side."""
+    p.add_argument(
+        "--segment",
+        choices=("vad", "none"),
+        default="vad",
+        help="vad: cut recordings longer than --max-segment at pauses and decode the pieces side by side, "
+        "where this machine's batching makes that faster; none: one unbroken stream per file",
+    )
+    p.add_argument(
+        "--max-segment",
+        type=positive_float,
+        default=DEFAULT_MAX_SEGMENT,
+        metavar="SECONDS",
+        help="the longest piece; shorter recordings are never cut",
+    )
+
+
+def segment_options(args) -> dict:
+    """`transcribe_iter`'s segment arguments from `add_segment_args`' options."""
+    return {"segment": None if args.segment == "none" else args.segment, "max_segment": args.max_segment}
+
+
 def load_model(args, always_say: bool = False):
     """The model the options name; says so on stderr when a terminal watches (the first run downloads)."""
     if always_say or sys.stderr.isatty():
@@ -92,19 +119,19 @@ def debug() -> bool:
     return bool(os.environ.get(DEBUG_ENV))
 
 
-def error(e: BaseException | str, prefix: str = "", prog: str = PROG):
+def error(e: BaseException | str, prefix: str = "", prog: str | None = None):
     """One line on stderr. The package's errors and OS errors carry messages written for users;
     anything else (a bug) also names its type, and --debug shows its traceback."""
     msg = one_line(e, hint=" (--debug shows the traceback)") if isinstance(e, BaseException) else e
-    print(f"{prog}: error: {prefix}{msg}", file=sys.stderr, flush=True)
+    print(f"{prog or _current}: error: {prefix}{msg}", file=sys.stderr, flush=True)
 
 
-def warn(msg: str, prog: str = PROG):
-    print(f"{prog}: warning: {msg}", file=sys.stderr, flush=True)
+def warn(msg: str, prog: str | None = None):
+    print(f"{prog or _current}: warning: {msg}", file=sys.stderr, flush=True)
 
 
-def note(msg: str, prog: str = PROG):
-    print(f"{prog}: {msg}", file=sys.stderr, flush=True)
+def note(msg: str, prog: str | None = None):
+    print(f"{prog or _current}: {msg}", file=sys.stderr, flush=True)
 
 
 def print_traceback(e: BaseException):
@@ -121,7 +148,10 @@ def _one_line_warnings():
 def run(prog: str, fn) -> int:
     """Run a command's body `fn()` (returning its exit status, None for 0) the house way: warnings
     and errors as one line (``PROG: error: ...``, status 1), Ctrl-C 130 and SIGTERM 143 with one
-    line, a closed stdout (``| head``) not an error; with --debug, tracebacks instead."""
+    line, a closed stdout (``| head``) not an error; with --debug, tracebacks instead. `prog` is
+    the command's parser's (``mlx-kyutai-is COMMAND``): `error`, `warn` and `note` use it too."""
+    global _current
+    _current = prog
     if not debug():
         _one_line_warnings()
     try:

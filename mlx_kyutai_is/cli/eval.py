@@ -18,7 +18,7 @@ from ..evaluation.manifest import read_manifest
 from ..models.loading import DTYPES
 from ..stt import DEFAULT_BATCH_SIZE, DEFAULT_MODEL
 from ..tasks import TASKS, task_list
-from .common import parser, positive_int, run
+from .common import add_segment_args, parser, positive_int, run, segment_options
 
 PROG = "mlx-kyutai-is eval"
 
@@ -79,6 +79,7 @@ def configure_parser() -> argparse.ArgumentParser:
         "checkpoint (needs the test extra): its figures and the token agreement",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_segment_args(p)
     return p
 
 
@@ -104,6 +105,7 @@ def evaluate_manifest(args) -> int:
         model_specs(args.model, args.quantize),
         dtype=args.dtype,
         batch_size=args.batch_size,
+        **segment_options(args),
         reference=args.reference,
         console=console,
     )

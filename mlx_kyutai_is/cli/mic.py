@@ -5,19 +5,21 @@ import argparse
 
 from ..apps import mic
 from ..atomic import check_writable_dir
-from .common import PROG, add_model_args, load_model, parser, positive_float, run
+from .common import add_model_args, load_model, parser, positive_float, run
 
 
 def configure_parser() -> argparse.ArgumentParser:
     p = parser(
         "mic",
         description="Listen to the microphone and print the text live: confirmed words, then the\n"
-        "words still being decided (dimmed). The text lags the speech by a few seconds (the\n"
-        "model's delay). Ctrl-C stops: the last words are flushed and the files are written.",
+        "words still being decided (dimmed), one line per utterance (a voice-activity detector\n"
+        "finds the pauses). The text lags the speech by a few seconds (the model's delay).\n"
+        "Ctrl-C stops: the last words are flushed and the files are written.",
         epilog="examples:\n"
         "  mlx-kyutai-is mic --task en\n"
         "  mlx-kyutai-is mic --list-devices\n"
         "  mlx-kyutai-is mic --device 2 -o notes.txt --save-audio rec.wav\n"
+        "  mlx-kyutai-is mic --timestamps -o notes.txt\n"
         "  mlx-kyutai-is mic --task both -o meeting.srt",
     )
     add_model_args(p)
@@ -36,6 +38,19 @@ def configure_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="FILE",
         help="also record the audio to this file: .wav, .flac or .ogg (renamed into place when it ends)",
+    )
+    p.add_argument(
+        "--timestamps",
+        action="store_true",
+        help="begin each line with its time since the start, [HH:MM:SS.d] (on screen and in a .txt transcript)",
+    )
+    p.add_argument(
+        "--pause",
+        type=positive_float,
+        default=0.5,
+        metavar="SECONDS",
+        help="silence that ends an utterance, i.e. starts a new line (default: %(default)s); "
+        "the watchdog also waits for such a pause to re-prime",
     )
     p.add_argument(
         "--max-lag",
@@ -76,11 +91,14 @@ def listen(args) -> int:
         save_audio=args.save_audio,
         max_lag=args.max_lag,
         stream_kwargs={"watchdog": args.watchdog},
+        timestamps=args.timestamps,
+        pause=args.pause,
     )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     # run_mic handles Ctrl-C and SIGTERM itself: the last words are flushed and the files written.
-    args = configure_parser().parse_args(argv)
-    return run(PROG, lambda: listen(args))
+    p = configure_parser()
+    args = p.parse_args(argv)
+    return run(p.prog, lambda: listen(args))

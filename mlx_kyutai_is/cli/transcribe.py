@@ -3,20 +3,24 @@
 
 import os
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ..apps.archive import Archive, LocalWorkers, RayWorkers, Transcriber
+from ..apps.archive.job import is_uri
 from ..atomic import check_writable_dir
 from ..audio import audio_duration
 from ..errors import UserError
-from ..stt import DEFAULT_BATCH_SIZE
+from ..evaluation.manifest import read_manifest
+from ..stt import DEFAULT_BATCH_SIZE, ProgressBar
 from ..tasks import task_list
 from ..writers import FORMATS, WriteError, get_writer, is_complete
 from .common import (
-    PROG,
     Terminated,
     add_model_args,
+    add_segment_args,
     debug,
     error,
     load_model,
@@ -26,6 +30,7 @@ from .common import (
     positive_int,
     print_traceback,
     run,
+    segment_options,
     signals_ignored,
     sigterm_raises,
     warn,
@@ -37,19 +42,22 @@ def configure_parser():
         "transcribe",
         description="Transcribe (--task is) or translate to English (--task en) audio files.\n"
         "Each file gives OUTPUT_DIR/<name>.<format> (--task both: <name>.is.<format> and\n"
-        "<name>.en.<format>), and its text is printed. A file that fails is reported on one\n"
-        "line and the others still run; the exit status is 1 if any failed. Outputs are\n"
-        "written whole or not at all. Ctrl-C (or SIGTERM) saves what the files in progress\n"
-        "decoded as <name>.partial.<format>, names the files not done, and exits 130 (143).",
+        "<name>.en.<format>), written when it is done; the texts are printed in input order,\n"
+        "and one line on stderr sums up the run (real-time factor = wall time / audio time).\n"
+        "A file that fails is reported on one line and the others still run; the exit status\n"
+        "is 1 if any failed. Outputs are written whole or not at all. Ctrl-C (or SIGTERM)\n"
+        "saves what the files in progress decoded as <name>.partial.<format>, names the\n"
+        "files not done, and exits 130 (143).",
         epilog="examples:\n"
         "  mlx-kyutai-is transcribe talk.wav\n"
         "  mlx-kyutai-is transcribe a.wav b.flac -f srt -o subs --task en\n"
         "  mlx-kyutai-is transcribe - < talk.wav\n"
         "  sox -d -t wav - | mlx-kyutai-is transcribe - -v      live from the microphone\n"
-        "  mlx-kyutai-is transcribe talks/*.wav -o out --skip-existing   resume a batch",
+        "  mlx-kyutai-is transcribe talks/*.wav -o out --skip-existing   resume a batch\n"
+        "  mlx-kyutai-is transcribe --manifest archive.txt -o out --ray -f all   on a Ray cluster",
     )
-    p.add_argument("audio", nargs="+", metavar="FILE", help="audio files (wav, flac, mp3, ogg, ...); - reads stdin")
-    add_model_args(p)
+    p.add_argument("audio", nargs="*", metavar="FILE", help="audio files (wav, flac, mp3, ogg, ...); - reads stdin")
+    add_model_args(p, dtype=True)
     p.add_argument("--output-format", "-f", default="txt", choices=(*FORMATS, "all"), help="what to write; all = every format")
     p.add_argument("--output-dir", "-o", default=".", metavar="DIR", help="directory for the output files")
     p.add_argument("--verbose", "-v", action="store_true", help="print words as they become final")
@@ -66,6 +74,8 @@ def configure_parser():
         action="store_true",
         help="skip files whose outputs are all there and complete (resume an interrupted batch)",
     )
+    add_segment_args(p)
+    _add_archive_args(p)
     p.add_argument("--max-line-width", type=positive_int, default=42, metavar="N", help="subtitles: characters per line")
     p.add_argument("--max-line-count", type=positive_int, default=2, metavar="N", help="subtitles: lines per cue")
     p.add_argument("--max-cue-duration", type=positive_float, default=6.0, metavar="SECONDS", help="subtitles: seconds per cue")
@@ -195,23 +205,17 @@ def transcribe(args) -> int:
             tags = "".join(f"[{t}] " for t in ((label[i] if several else None), (w.task if len(tasks) > 1 else None)) if t)
             out.print(f"{tags}[{w.start:7.2f} -> {w.end:7.2f}] {w.text}")
 
-    bar = None
     progress = None
     if not args.verbose and sys.stderr.isatty():
-        bar = tqdm(unit="s", desc="transcribing", leave=False, file=sys.stderr)
-        out.bar = bar
-
-        def progress(done, total):
-            if total is not None and bar.total != round(total, 1):
-                bar.total = round(total, 1)
-            bar.update(round(done, 1) - bar.n)
+        progress = ProgressBar()  # the real-time factor and the time left, over the whole job
+        out.bar = progress.bar
 
     def save(item) -> bool:
         """Write one input's complete transcript; False (reported) if some file could not be."""
         x = todo[item.index]
         try:
             writer(item.result, x.name)
-        except WriteError as e:  # the text is on stdout already: say what is missing
+        except WriteError as e:  # the text is printed all the same: say what is missing
             reason = e.failed[0][1].strerror or e.failed[0][1]
             missing = ", ".join(str(p) for p, _ in e.failed)
             error(f"{x.label}: transcribed, but {missing} could not be written ({reason})")
@@ -220,29 +224,41 @@ def transcribe(args) -> int:
             p.unlink(missing_ok=True)
         return True
 
+    def show(item):
+        """Print one input's outcome: its text on stdout, or its error on one line."""
+        if item.error is not None:
+            _report(item.error, todo[item.index].file, debug_on)
+        elif not args.verbose:
+            for line in _result_lines(item.result, todo[item.index].label if several else None):
+                out.print(line)
+
+    # Results come in completion order (a short file overtakes a long one in the batch); each is
+    # written at once, and printed in input order: a file waits for the ones before it.
+    waiting, shown = {}, 0
     finished, saving, stopped, crashed = set(), None, None, None
+    transcribed, audio_seconds, started = 0, 0.0, time.perf_counter()
     job = stt.transcribe_iter(
         [x.file for x in todo],
         task=args.task,
         batch_size=args.batch_size,
         progress=progress,
         on_words=on_words if args.verbose else None,
+        **segment_options(args),
     )
     try:
         for item in job:
-            x = todo[item.index]
+            waiting[item.index] = item
             if item.error is not None:
-                finished.add(item.index)
-                _report(item.error, x.file, debug_on)
                 failed += 1
-                continue
-            if not args.verbose:
-                for line in _result_lines(item.result, x.label if several else None):
-                    out.print(line)
-            saving = item
-            failed += not save(item)
+            else:
+                saving = item
+                failed += not save(item)
+                saving = None
+                transcribed, audio_seconds = transcribed + 1, audio_seconds + item.result.duration
             finished.add(item.index)
-            saving = None
+            while shown in waiting:
+                show(waiting.pop(shown))
+                shown += 1
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`)
         stopped = e
     except Exception as e:  # the model failed: not an error of any one file
@@ -250,12 +266,13 @@ def transcribe(args) -> int:
         if debug_on:
             print_traceback(e)
     finally:
-        if bar is not None:
-            bar.close()
+        if progress is not None:
+            progress.close()
             out.bar = None
     if stopped is None and crashed is None:
         if failed and several:
             warn(f"{failed} of {len(inputs)} files failed")
+        _summary(transcribed, audio_seconds, time.perf_counter() - started)
         return 1 if failed else 0
 
     with signals_ignored():
@@ -263,10 +280,12 @@ def transcribe(args) -> int:
         if crashed is not None:
             error(crashed, prefix="transcription failed: ")
         else:
-            print(f"{PROG}: {what}", file=sys.stderr, flush=True)
+            note(what)
         if saving is not None:  # stopped while its files were being written: finish them
             save(saving)
             finished.add(saving.index)
+        for i in sorted(waiting):  # done, but held back for a file before them that was not
+            show(waiting[i])
         partial = _save_partials(job, todo, writer, out)
         left = [x for x in todo if x.index not in finished and x.index not in partial]
         if left:
@@ -303,7 +322,173 @@ def _save_partials(job, todo, writer, out) -> set:
     return done
 
 
+def _summary(files: int, audio: float, wall: float):
+    """The run's last line on stderr: what was transcribed, and how fast (wall time ÷ audio time,
+    the model's loading left out)."""
+    if files and audio > 0:
+        note(
+            f"transcribed {files} file{'s' if files != 1 else ''}, {audio:.1f} s of audio, in {wall:.1f} s: "
+            f"real-time factor {wall / audio:.2f}"
+        )
+
+
+def _add_archive_args(p):
+    """--manifest, --ray, --workers, --worker-cpus, --worker-gpus: a list of files done once each,
+    on this machine or spread over a Ray cluster, resumable with --skip-existing."""
+    g = p.add_argument_group(
+        "archives (--manifest)",
+        "Every file of LIST once: its outputs under OUTPUT_DIR (the files' folders below their common\n"
+        "folder kept), one line each in OUTPUT_DIR/results.jsonl, progress and errors on stderr.\n"
+        "Ctrl-C keeps every finished file; --skip-existing then does only what is left.",
+    )
+    g.add_argument(
+        "--manifest",
+        metavar="LIST",
+        help="the files: a .txt list of paths (one a line) or an eval manifest (.jsonl/.csv/.tsv with an "
+        "'audio' column); relative paths are read from LIST's folder; URIs (s3://...) through fsspec",
+    )
+    g.add_argument(
+        "--ray",
+        nargs="?",
+        const="auto",
+        metavar="ADDRESS",
+        help="spread the files over a Ray cluster: auto (RAY_ADDRESS or the cluster running here), "
+        "HOST:PORT, or local (start one here); needs the [ray] extra on every node",
+    )
+    g.add_argument("--workers", type=positive_int, metavar="N", help="with --ray: models loaded (default: one per node)")
+    g.add_argument("--worker-cpus", type=positive_float, default=1.0, metavar="N", help="with --ray: CPUs each worker reserves")
+    g.add_argument(
+        "--worker-gpus",
+        type=float,
+        default=0.0,
+        metavar="N",
+        help="with --ray: GPUs each worker reserves (1: one model per GPU; a Mac started with --num-gpus 1)",
+    )
+
+
+def _check_archive_args(p, args):
+    """Refuse (usage error, exit 2) what does not go together."""
+    if args.manifest is None:
+        if not args.audio:
+            p.error("give audio FILEs, or --manifest LIST")
+        for flag, value in (("--ray", args.ray), ("--workers", args.workers)):
+            if value is not None:
+                p.error(f"{flag} goes with --manifest LIST")
+    elif args.audio:
+        p.error("give audio FILEs or --manifest LIST, not both")
+    elif args.workers is not None and args.ray is None:
+        p.error("--workers goes with --ray (without it the files run on this machine, one model)")
+    if args.worker_gpus < 0:
+        p.error(f"--worker-gpus must be >= 0, got {args.worker_gpus}")
+
+
+class _ArchiveProgress:
+    """The job over the whole archive on stderr: files, hours of audio, real-time factor, workers
+    alive; a bar on a terminal, else a line every PROGRESS_SECONDS (logs of a long job)."""
+
+    PROGRESS_SECONDS = 60.0
+
+    def __init__(self, tally, workers):
+        self.tally, self.workers = tally, workers
+        self.bar = None
+        self.last = time.monotonic()
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=tally.total, initial=tally.skipped, unit="file", leave=False, file=sys.stderr)
+
+    def update(self):
+        self.tally.workers = self.workers.alive
+        if self.bar is not None:
+            t = self.tally
+            rtf = f"RTF {t.rtf:.2f}" if t.rtf is not None else ""
+            self.bar.set_postfix_str(f"{t.audio_seconds / 3600:.2f} h audio, {rtf}, {t.workers} workers", refresh=False)
+            self.bar.update(t.finished - self.bar.n)
+        elif time.monotonic() - self.last >= self.PROGRESS_SECONDS:
+            self.last = time.monotonic()
+            note(self.tally.line())
+
+    def around(self, say, *args):
+        """Say something (`error`, `note`) without breaking the bar."""
+        if self.bar is not None:
+            self.bar.clear()
+        say(*args)
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _archive(args) -> int:
+    """`--manifest`: every file once, on this machine or on a Ray cluster (`apps.archive`)."""
+    sources = [u.audio if is_uri(u.audio) else str(u.path) for u in read_manifest(args.manifest, [])]
+    writer = get_writer(
+        args.output_format,
+        args.output_dir,
+        max_line_width=args.max_line_width,
+        max_line_count=args.max_line_count,
+        max_duration=args.max_cue_duration,
+    )
+    check_writable_dir(args.output_dir)
+    archive = Archive(sources, args.output_dir, writer, task_list(args.task))
+    try:
+        if archive.repeats:
+            warn(f"{args.manifest}: {archive.repeats} entries repeat an earlier one; each file is done once")
+        todo = archive.plan(skip_existing=args.skip_existing)
+        if archive.tally.skipped:
+            note(f"skipped {archive.tally.skipped} of {archive.tally.total} files whose outputs are complete (--skip-existing)")
+        if not todo:
+            return 0
+        options = dict(model=args.model, task=args.task, batch_size=args.batch_size, quantize=args.quantize, dtype=args.dtype)
+        options.update(segment_options(args))
+        if args.ray is None:
+            workers = LocalWorkers(Transcriber(**options))
+        else:
+            workers = RayWorkers(args.ray, args.workers, cpus=args.worker_cpus, gpus=args.worker_gpus, **options)
+        return _run_archive(archive, workers, todo)
+    finally:
+        archive.close()
+
+
+def _run_archive(archive, workers, todo) -> int:
+    """Save each outcome as it comes; on Ctrl-C or a lost cluster, keep what is done and say how to resume."""
+    tally, stopped, crashed = archive.tally, None, None
+    tally.start = time.perf_counter()  # the model's loading left out, as transcribe's summary does
+    progress, retried = _ArchiveProgress(tally, workers), 0
+    try:
+        for outcome in workers.run(todo):
+            record = archive.save(outcome)
+            if record["error"] is not None:
+                progress.around(error, record["error"])
+            if getattr(workers, "retried", 0) > retried:
+                progress.around(note, f"a worker died; its {workers.retried - retried} unfinished files go to the others")
+                retried = workers.retried
+            progress.update()
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`)
+        stopped = e
+    except Exception as e:  # the cluster went away, or no worker could start: no one file's fault
+        crashed = e
+    finally:
+        progress.close()
+        with signals_ignored():
+            workers.close()
+    if crashed is not None:
+        error(crashed)
+    elif stopped is not None:
+        note("terminated" if isinstance(stopped, Terminated) else "interrupted")
+    note(tally.line())
+    if stopped is None and crashed is None:
+        if tally.failed:
+            warn(f"{tally.failed} of {tally.total} files failed (their errors are in results.jsonl)")
+        return 1 if tally.failed else 0
+    note(f"{tally.total - tally.finished} files not done; run the same command with --skip-existing to do only those")
+    return 1 if crashed is not None else getattr(stopped, "exit_status", 130)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = configure_parser().parse_args(argv)
+    p = configure_parser()
+    args = p.parse_args(argv)
+    _check_archive_args(p, args)
     with sigterm_raises():
-        return run(PROG, lambda: transcribe(args))
+        return run(p.prog, lambda: _archive(args) if args.manifest is not None else transcribe(args))

@@ -39,6 +39,7 @@ from ..audio import audio_duration, load_audio
 from ..errors import Error
 from ..models.loading import resolve_model_path
 from ..runtime.protocol import DEFAULT_PAD_STEPS
+from ..runtime.segments import DEFAULT_MAX_SEGMENT
 from ..stt import DEFAULT_BATCH_SIZE, load
 from ..tasks import TASK_PREFIXES, task_list
 from .metrics import TASK_METRICS, corpus_scores, utterance_scores
@@ -78,11 +79,11 @@ def model_specs(models: list[str], quantize: list[int]) -> list[ModelSpec]:
 # Running
 
 
-def transcribe_all(stt, paths: list[Path], task: str, batch_size: int):
+def transcribe_all(stt, paths: list[Path], task: str, batch_size: int, **segment_options):
     """Yield ``(position, result, error)`` for each of `paths`, in completion order, from the
     batched engine: the `Result` or the exception that input raised (one
     bad file is reported and counted; the others go on)."""
-    for item in stt.transcribe_iter([str(p) for p in paths], task=task, batch_size=batch_size):
+    for item in stt.transcribe_iter([str(p) for p in paths], task=task, batch_size=batch_size, **segment_options):
         yield item.index, item.result, item.error
 
 
@@ -132,6 +133,8 @@ def evaluate(
     reference: str | None = None,
     progress: bool = True,
     console: "Console | None" = None,
+    segment: str | None = "vad",
+    max_segment: float = DEFAULT_MAX_SEGMENT,
 ) -> dict:
     """Run every model on every utterance and score them.
 
@@ -149,6 +152,9 @@ def evaluate(
         Also run the model card's transformers recipe on the first model's checkpoint.
     progress : bool
         A progress bar over utterances on stderr (on a terminal).
+    segment : {"vad", None}, max_segment : float
+        How long recordings are decoded (`STT.transcribe_iter`); utterances shorter than
+        `max_segment` seconds are never cut.
 
     Returns
     -------
@@ -187,7 +193,9 @@ def evaluate(
         tokens: dict[int, dict[str, list[int]]] = {}
         errors: dict[int, str] = {}
         with console.bar(len(runnable), spec.label) as bar:
-            for pos, result, error in transcribe_all(stt, [utterances[i].path for i in runnable], task, batch_size):
+            paths_run = [utterances[i].path for i in runnable]
+            cut = {"segment": segment, "max_segment": max_segment}
+            for pos, result, error in transcribe_all(stt, paths_run, task, batch_size, **cut):
                 i = runnable[pos]
                 if error is not None:
                     errors[i] = _message(error, utterances[i].audio)

@@ -3,7 +3,9 @@
 
 A manifest is JSONL (``.jsonl``/``.ndjson``: one object a line), CSV (``.csv``, comma, quoted
 as Excel writes it) or TSV (``.tsv``/``.tab``: tab-separated, no quoting, as Samrómur's metadata
-files are), with a header row for CSV/TSV. Fields (other fields are ignored):
+files are), with a header row for CSV/TSV; or, where no reference is needed (`transcribe
+--manifest`), a plain list of paths (``.txt``/``.lst``/``.list``: one a line, blank lines and
+``#`` comments skipped). Fields (other fields are ignored):
 
 - ``audio``: path of the audio file, relative to the manifest's directory (or absolute);
 - ``text``: the Icelandic reference transcript (needed for ``--task is`` and ``both``);
@@ -22,7 +24,16 @@ from ..errors import Error
 AUDIO_FIELD = "audio"
 # The reference field of each task.
 REFERENCE_FIELDS = {"is": "text", "en": "translation"}
-FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "tsv", ".tab": "tsv"}
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".txt": "lines",
+    ".lst": "lines",
+    ".list": "lines",
+}
 
 
 class ManifestError(Error, ValueError):
@@ -43,6 +54,12 @@ def _rows(path: Path, fmt: str):
     """(line number, dict of fields) for each entry."""
     # utf-8-sig: a byte-order mark (as spreadsheet programs write) is not part of the first name
     with path.open(encoding="utf-8-sig", newline="") as f:
+        if fmt == "lines":  # a plain list: the line is the path
+            for n, line in enumerate(f, start=1):
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    yield n, {AUDIO_FIELD: line}
+            return
         if fmt == "jsonl":
             for n, line in enumerate(f, start=1):
                 if not line.strip():
@@ -80,7 +97,8 @@ def read_manifest(path: str | Path, tasks: list[str]) -> list[Utterance]:
     Parameters
     ----------
     path : str or Path
-        A ``.jsonl``, ``.csv`` or ``.tsv`` file (see the module docstring).
+        A ``.jsonl``, ``.csv`` or ``.tsv`` file, or a plain ``.txt`` list of paths when `tasks`
+        is empty (see the module docstring).
     tasks : list of str
         ``["is"]``, ``["en"]`` or ``["is", "en"]``: which reference fields are required.
 
@@ -98,7 +116,9 @@ def read_manifest(path: str | Path, tasks: list[str]) -> list[Utterance]:
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ManifestError(f"{path}: unknown manifest format '{path.suffix}' (use .jsonl, .csv or .tsv)")
+        raise ManifestError(f"{path}: unknown manifest format '{path.suffix}' (use .jsonl, .csv, .tsv or a .txt list)")
+    if fmt == "lines" and tasks:
+        raise ManifestError(f"{path}: a plain list of paths has no reference texts; use .jsonl, .csv or .tsv")
     if not path.is_file():
         raise ManifestError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
     fields = [AUDIO_FIELD] + [REFERENCE_FIELDS[t] for t in tasks]

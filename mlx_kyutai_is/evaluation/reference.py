@@ -3,7 +3,8 @@
 `mlx-kyutai-is eval --reference transformers` compares against.
 
 The package never imports torch or transformers on its own: they are imported when a
-`TransformersRecipe` is made, and are in the test extra (``pip install -e '.[test]'``).
+`TransformersRecipe` is made, and are in the test extra (``pip install "mlx-kyutai-is[test]"``, which
+works for a wheel and for an editable clone alike).
 """
 
 import json
@@ -16,7 +17,7 @@ from ..models.loading import MARKER
 from ..runtime.protocol import DEFAULT_PAD_STEPS, DEFAULT_TRAILING_SILENCE_S
 from ..tasks import TASK_PREFIXES
 
-EXTRA = "needs the test extra: pip install -e '.[test]'"
+EXTRA = 'needs the test extra: pip install "mlx-kyutai-is[test]"'
 TORCH_DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -112,7 +113,7 @@ class TransformersRecipe:
         -------
         (tokens, text)
             The generated ids (the BOS prompt left out, so the 4 prefix ids come first, as in
-            `Transcript.tokens`) and the decoded text without the ``<is>``/``<en>`` prefix.
+            `Transcript.tokens`) and the text of the free-running tokens (the prefix left out).
         """
         torch = self.torch
         prefix = TASK_PREFIXES[task]
@@ -124,11 +125,13 @@ class TransformersRecipe:
         force = force_prefix(prefix, pad_steps=DEFAULT_PAD_STEPS, pad_token_id=3 if pad_id is None else pad_id)
         with torch.no_grad():
             out = self.model.generate(**inputs, logits_processor=[force])
-        text = self.processor.batch_decode(out, skip_special_tokens=True)[0]
-        prefix_text = self.processor.tokenizer.decode(prefix, skip_special_tokens=True)
-        if text.startswith(prefix_text):
-            text = text[len(prefix_text) :]
-        return out[0, 1:].tolist(), text.strip()
+        tokens = out[0, 1:].tolist()
+        # The text is decoded from the free-running tokens only, as `Transcript.text` is: decoding
+        # the whole output and stripping the prefix's text afterwards fails for a tokenizer that
+        # gives the text start or the prefix ids ordinary pieces (the prefix then leaks into the
+        # hypothesis and identical tokens score differently).
+        text = self.processor.batch_decode([tokens[len(prefix) :]], skip_special_tokens=True)[0]
+        return tokens, text.strip()
 
 
 def token_agreement(ours: list[int], theirs: list[int], skip: int = 0) -> tuple[int, int]:

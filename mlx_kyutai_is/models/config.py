@@ -173,6 +173,8 @@ class MimiArgs(BaseArgs):
     sliding_window: int = 250
     layer_scale_initial_scale: float = 0.01
     attention_bias: bool = False
+    # The decoder's upsample (a depthwise transposed conv by default); the encoder never reads it.
+    upsample_groups: int = 512
 
     @classmethod
     def from_dict(cls, params: dict, source: str = "config.json", prefix: str = "codec_config."):

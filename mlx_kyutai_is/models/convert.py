@@ -6,7 +6,8 @@
 
 The output holds `model.safetensors` (MLX parameter names), `config.json` (the source config plus
 a `quantization` block when quantized), and the tokenizer and processor files, so `load()` and
-the CLI read it like the original, without torch or transformers.
+the CLI read it like the original, without torch or transformers; and, where the source has them,
+the Mimi decoder's weights in `mimi_decoder.safetensors` (float32), which only the codec reads.
 """
 
 import json
@@ -14,22 +15,27 @@ import os
 import shutil
 from pathlib import Path
 
+import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
 from ..atomic import make_temp_dir, replace_dir
 from .loading import (
+    DECODER_WEIGHTS_NAME,
     DEFAULT_MODEL,
     DTYPES,
     INDEX_NAME,
     MAX_FILE_SIZE_GB,
     WEIGHTS_NAME,
     ModelLoadError,
+    _load_file,
     load_model,
+    load_weights,
     quantize_model,
     resolve_model_path,
     save_model,
 )
+from .mimi_decoder import MimiDecoder
 
 # Besides the weights and config.json, the files `load()` reads (tokenizer, padding, generation).
 COPY_PATTERNS = [
@@ -116,6 +122,7 @@ def convert(
     try:
         print(f"[INFO] Saving to {out}", flush=True)
         files = save_model(model, tmp, config, max_file_size_gb=max_file_size_gb)
+        decoder = _save_decoder(src, model, tmp)
         copied = []
         for pattern in COPY_PATTERNS:
             for f in sorted(src.glob(pattern)):
@@ -136,6 +143,10 @@ def convert(
     kind = f"{q['bits']}-bit LM (group size {q['group_size']})" if q else f"{_lm_dtype(model)} LM"
     shards = f" in {len(files)} shards" if len(files) > 1 else ""
     print(f"[INFO] Copied {', '.join(copied) or 'no tokenizer/processor files'}", flush=True)
+    if decoder:
+        print(f"[INFO] Mimi decoder (float32, for `codec decode`): {DECODER_WEIGHTS_NAME}, {_mb(decoder)}", flush=True)
+    else:
+        print(f"[INFO] {src} has no Mimi decoder weights: the directory transcribes and encodes, but cannot decode", flush=True)
     print(
         f"[INFO] Wrote {out}: {kind}, Mimi float32; weights {_mb(weights_size)}{shards}, total {_mb(total)}",
         flush=True,
@@ -146,7 +157,7 @@ def convert(
 def _keep_other_files(old: Path, new: Path) -> None:
     """`--force`: what the old directory holds besides a model (notes, a README, ...) moves along
     into the new one; its model files (weights, index, config) are the ones replaced."""
-    stale = {WEIGHTS_NAME, INDEX_NAME, "config.json"}
+    stale = {WEIGHTS_NAME, INDEX_NAME, DECODER_WEIGHTS_NAME, "config.json"}
     for f in old.iterdir():
         if (new / f.name).exists() or f.name in stale or (f.name.startswith("model") and f.suffix == ".safetensors"):
             continue
@@ -154,6 +165,30 @@ def _keep_other_files(old: Path, new: Path) -> None:
             shutil.copytree(f, new / f.name, symlinks=True, copy_function=_link_or_copy)
         else:
             _link_or_copy(f, new / f.name)
+
+
+def _save_decoder(src: Path, model, out: Path) -> int:
+    """Write the source's Mimi decoder weights (float32, MLX names) to `out / DECODER_WEIGHTS_NAME`,
+    apart from the model so that transcription never reads them; returns the bytes written, 0 when
+    the source has none (a checkpoint saved without its decoder, or a directory converted before
+    the decoder was kept)."""
+    try:
+        decoder = MimiDecoder(model.args.mimi)
+    except ValueError as e:  # a codec config the decoder does not support: the model still converts
+        print(f"[INFO] Mimi decoder not kept: {e}", flush=True)
+        return 0
+    file = src / DECODER_WEIGHTS_NAME
+    weights = decoder.sanitize(_load_file(file) if file.is_file() else load_weights(src))
+    if not weights:
+        return 0
+    weights = {k: v.astype(mx.float32) for k, v in sorted(weights.items())}
+    try:  # names and shapes checked before writing
+        decoder.load_weights(list(weights.items()), strict=True)
+    except ValueError as e:
+        where = file if file.is_file() else src
+        raise ModelLoadError(f"{where}: the Mimi decoder's weights do not fit its config ({str(e).strip()[:200]})") from None
+    mx.save_safetensors(str(out / DECODER_WEIGHTS_NAME), weights, metadata={"format": "mlx"})
+    return sum(v.nbytes for v in weights.values())
 
 
 def _link_or_copy(src, dst):

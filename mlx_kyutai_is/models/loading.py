@@ -13,8 +13,17 @@ import struct
 from pathlib import Path
 
 import huggingface_hub  # attribute lookup at call time, so tests can stub snapshot_download
+import huggingface_hub.constants  # HF_HUB_OFFLINE, ENDPOINT: looked up at call time too
 import mlx.core as mx
 import mlx.nn as nn
+from huggingface_hub.utils import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from mlx.utils import tree_flatten
 
 from .._version import __version__
@@ -26,9 +35,13 @@ from .model import Model
 DEFAULT_MODEL = "mideind/kyutai-stt-1b-is-en"
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
+# The Mimi decoder, written by `convert` beside the model: transcription never opens it (`codec.load_codec` does).
+DECODER_WEIGHTS_NAME = "mimi_decoder.safetensors"
 # What a hub download fetches: configs, weights, tokenizer (never *.bin / *.pt pickles).
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "tokenizer*"]
 MARKER = "mlx_kyutai_is"  # config.json block naming the package version that wrote the directory
+# The next step after any failed download: the same model from a directory.
+LOCAL_INSTEAD = "or pass a local model directory instead (--model DIR: a Hugging Face checkpoint or a `convert` output)"
 MAX_FILE_SIZE_GB = 5  # shard size, as mlx_lm (the published model is ~2.1 GB in bf16: one file)
 DTYPES = {"float16": mx.float16, "bfloat16": mx.bfloat16, "float32": mx.float32}
 
@@ -73,10 +86,36 @@ def resolve_model_path(path_or_repo: str | Path) -> Path:
     try:
         return Path(huggingface_hub.snapshot_download(str(path_or_repo), allow_patterns=ALLOW_PATTERNS))
     except Exception as e:  # network, auth, unknown repo: all end here with one line
-        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ModelLoadError(
-            f"{path_or_repo}: not a local directory, and downloading it from the Hugging Face hub failed ({msg})"
-        ) from None
+        raise ModelLoadError(f"{path_or_repo}: not a local directory, and {_download_failure(e)}") from None
+
+
+def _download_failure(e: Exception) -> str:
+    """Why a hub download failed, and what to do next, for the one-line error."""
+    cause = e.__cause__ if isinstance(e.__cause__, Exception) else e
+    first = (str(cause).strip().splitlines() or [""])[0]
+    msg = f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+    if isinstance(cause, OfflineModeIsEnabled) or huggingface_hub.constants.HF_HUB_OFFLINE:
+        return (
+            "it is not in the Hugging Face cache and downloads are off (HF_HUB_OFFLINE is set): "
+            f"unset HF_HUB_OFFLINE to download it, {LOCAL_INSTEAD}"
+        )
+    if isinstance(e, GatedRepoError):
+        return (
+            f"the Hugging Face hub gates it ({msg}): accept its terms on the hub and log in "
+            f"(`hf auth login`, or set HF_TOKEN), {LOCAL_INSTEAD}"
+        )
+    if isinstance(e, (RepositoryNotFoundError, RevisionNotFoundError)):
+        return (
+            f"the Hugging Face hub has no such repo ({msg}): check the name (a private repo needs "
+            f"`hf auth login`), {LOCAL_INSTEAD}"
+        )
+    if isinstance(e, HfHubHTTPError) and not isinstance(e, LocalEntryNotFoundError):
+        return f"downloading it from the Hugging Face hub failed ({msg}): try again later, {LOCAL_INSTEAD}"
+    # No answer from the hub (no network, a proxy, DNS) and no copy in the cache.
+    return (
+        f"the Hugging Face hub ({huggingface_hub.constants.ENDPOINT}) cannot be reached ({msg}): check the "
+        f"network (or HF_ENDPOINT, for a mirror), {LOCAL_INSTEAD}"
+    )
 
 
 def _check_safetensors(path: Path) -> None:
@@ -358,6 +397,7 @@ def save_model(
 
 __all__ = [
     "ConfigError",
+    "DECODER_WEIGHTS_NAME",
     "adapt_to_device",
     "ModelLoadError",
     "load_model",

@@ -21,7 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
-from .config import MimiArgs
+from .config import ConfigError, MimiArgs
 from .lm import fuse_qkv
 
 # Small elementwise pieces are compiled (one fused kernel each instead of 2-4): a streaming
@@ -573,6 +573,16 @@ def _as_audio(audio, name: str) -> mx.array:
     return audio
 
 
+def check_streaming_codec(args: MimiArgs) -> None:
+    """Refuse, in one line naming config.json, a codec this streaming Mimi does not run."""
+    if not args.use_causal_conv:
+        raise ConfigError("config.json: codec_config.use_causal_conv is false; streaming Mimi needs causal convs")
+    if args.audio_channels != 1:
+        raise ConfigError(f"config.json: codec_config.audio_channels is {args.audio_channels}; only mono is supported")
+    if args.hidden_act != "gelu":
+        raise ConfigError(f"config.json: codec_config.hidden_act {args.hidden_act!r} is not supported (gelu)")
+
+
 class MimiEncoder(nn.Module):
     """Mimi's encoder half: float32 audio at 24 kHz -> int32 codes at 12.5 Hz.
 
@@ -584,14 +594,7 @@ class MimiEncoder(nn.Module):
 
     def __init__(self, args: MimiArgs):
         super().__init__()
-        if not args.use_causal_conv:
-            raise ValueError("config.json: codec_config.use_causal_conv is false; streaming Mimi needs causal convs")
-        if args.audio_channels != 1:
-            raise ValueError(
-                f"config.json: codec_config.audio_channels is {args.audio_channels}; only mono is supported"
-            )
-        if args.hidden_act != "gelu":
-            raise ValueError(f"config.json: codec_config.hidden_act {args.hidden_act!r} is not supported (gelu)")
+        check_streaming_codec(args)
         self.args = args
         self.encoder = SeanetEncoder(args)
         self.encoder_transformer = EncoderTransformer(args)

@@ -210,6 +210,9 @@ class Engine:
         if s.closed:
             return
         s.closed = True
+        # Its audio goes now, not when the garbage collector breaks the stream <-> word assembler
+        # cycle (the assemblers date words with the stream's clock): GiBs after big clients left.
+        s._queue = _SampleQueue()
         self.streams.pop(s.id, None)
         for r in s.rows:
             self.decoder.remove(r)

@@ -3,13 +3,20 @@
 
 For a server or many microphones: `open()` returns a `LiveStream` whose `feed`, `flush` and
 `close` are thread-safe and never wait for the device; words come back as `Event`s. Clients talk
-to the engine thread through small typed commands (`_Feed`, `_Flush`, `_Close`).
+to the engine thread through small typed commands (`_Feed`, `_Flush`, `_Clear`, `_Task`, `_Close`).
+
+Every engine stream counts against `max_streams`: a `LiveStream` holds one slot, and one more for
+each earlier utterance still being flushed while the next one is fed (at most `max_utterances`
+utterances at once). A stream that would need more waits, its commands kept in order, until its
+oldest flush is done. `LiveStream.unread()` is the audio fed that the engine has not read yet, so
+that a server can decode as the engine reads (`when_unread_below`) and bound what a client queues.
 """
 
 import concurrent.futures
 import logging
 import queue
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 import mlx.core as mx
@@ -61,6 +68,17 @@ class _Flush:
 
 
 @dataclass
+class _Clear:
+    stream: "LiveStream"
+
+
+@dataclass
+class _Task:
+    stream: "LiveStream"
+    task: str
+
+
+@dataclass
 class _Close:
     stream: "LiveStream"
 
@@ -81,16 +99,48 @@ class LiveStream:
         self.closed = False
         self._events: queue.Queue = queue.Queue()
         self._on_event = on_event or self._events.put
-        # Engine-thread state: the current utterance's engine stream, partial texts sent.
+        # Audio accounting (`unread`): samples fed (client side) and, of them, read by the model or
+        # dropped (engine side).
+        self._lock = threading.Lock()
+        self._fed = 0
+        self._read = 0
+        self._waiters: list = []  # (samples, Future) of when_unread_below
+        # Engine-thread state: the current utterance's engine stream, partial texts sent, the task
+        # of the next utterance, slots held, engine streams held, commands waiting for a slot.
         self._current: StreamState | None = None
         self._partials: dict = {}
+        self._task = task
+        self._slots = 1
+        self._held = 0
+        self._deferred: deque = deque()
+        self._read_of: dict = {}  # StreamState id -> its samples counted in _read
 
     def feed(self, samples):
         """Queue audio of the current utterance: float32 in [-1, 1] or int16 PCM, mono, 24 kHz
-        (see `audio.prepare_array`); a feed after `flush()` starts the next utterance."""
+        (see `audio.prepare_array`); a feed after `flush()` or `clear()` starts the next utterance."""
         x = prepare_array(samples, allow_empty=True)
-        if len(x):
+        if len(x) and not self.closed:
+            with self._lock:
+                self._fed += len(x)
             self.engine._submit(_Feed(self, x))
+
+    def unread(self) -> float:
+        """Seconds of audio fed that the model has not read yet, audio waiting for a slot included
+        (a server caps this per client)."""
+        with self._lock:
+            return (self._fed - self._read) / self.engine.stt.sample_rate
+
+    def when_unread_below(self, seconds: float) -> concurrent.futures.Future:
+        """A future done (result None) once `unread()` is below `seconds`, or the stream is closed:
+        feed the next block then, and audio is decoded only as fast as the engine reads it."""
+        samples = seconds * self.engine.stt.sample_rate
+        future = concurrent.futures.Future()
+        with self._lock:
+            if self.closed or self._fed - self._read < samples:
+                future.set_result(None)
+            else:
+                self._waiters.append((samples, future))
+        return future
 
     def flush(self) -> concurrent.futures.Future:
         """End the current utterance; the future's result is its `Result` once every word is out."""
@@ -98,12 +148,33 @@ class LiveStream:
         self.engine._submit(_Flush(self, future))
         return future
 
+    def clear(self):
+        """Drop the current utterance (its audio, words and engine slot, at once): it gets no
+        `done` event, and the next `feed()` starts utterance `utterance + 1`. Utterances already
+        flushed go on."""
+        self.engine._submit(_Clear(self))
+
+    def set_task(self, task: str):
+        """Decode the utterances that start after this call as `task` ("is", "en" or "both")."""
+        self.tasks = task_list(task)
+        self.task = task
+        self.engine._submit(_Task(self, task))
+
     def close(self):
-        """Leave now: the stream's slot is free at once and its pending work dropped."""
-        if not self.closed:
-            self.closed = True
-            self.engine._release(self)
+        """Leave now: the stream's slots are free at once and its pending work dropped."""
+        if self.engine._release(self):
             self.engine._submit(_Close(self))
+
+    def _count_read(self, samples: int):
+        """`samples` more were read or dropped (engine thread); wake the waiters this satisfies."""
+        with self._lock:
+            self._read += samples
+            unread = self._fed - self._read
+            ready = [f for n, f in self._waiters if self.closed or unread < n]
+            self._waiters = [(n, f) for n, f in self._waiters if not (self.closed or unread < n)]
+        for f in ready:
+            if not f.done():
+                f.set_result(None)
 
     def get_event(self, timeout: float | None = None) -> Event | None:
         """The next event (when no `on_event` callback was given), or None after `timeout` seconds."""
@@ -131,14 +202,20 @@ class LiveEngine:
     stt : STT
         The loaded model (`mlx_kyutai_is.load`).
     max_streams : int
-        Streams open at once; `open()` raises `EngineFull` beyond it.
+        Engine streams at once, utterances still being flushed included; `open()` raises
+        `EngineFull` when none is free.
+    max_utterances : int
+        Utterances of one `LiveStream` in the engine at once (the one fed and those being flushed);
+        the stream's next utterance waits beyond it.
     """
 
-    def __init__(self, stt, max_streams: int = 64):
-        if isinstance(max_streams, bool) or not isinstance(max_streams, int) or max_streams < 1:
-            raise ValueError(f"max_streams must be a positive integer, got {max_streams!r}")
+    def __init__(self, stt, max_streams: int = 64, max_utterances: int = 2):
+        for name, value in (("max_streams", max_streams), ("max_utterances", max_utterances)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         self.stt = stt
         self.max_streams = max_streams
+        self.max_utterances = max_utterances
         self.engine: Engine | None = None  # built on the engine thread, which owns every MLX array
         self._lock = threading.Lock()
         self._open = 0
@@ -167,9 +244,29 @@ class LiveEngine:
             self._open += 1
         return LiveStream(self, task, options, on_event)
 
-    def _release(self, s: LiveStream):
+    def _release(self, s: LiveStream) -> bool:
+        """Give back every slot of `s` (client side, at once); False if it was closed already."""
         with self._lock:
-            self._open -= 1
+            if s.closed:
+                return False
+            s.closed = True
+            self._open -= s._slots
+            s._slots = 0
+        s._count_read(0)  # wakes its waiters
+        return True
+
+    def _take_slot(self, s: LiveStream) -> bool:
+        """A slot for one more engine stream of `s` (engine thread)."""
+        if s._held < s._slots:
+            return True
+        if s._held >= self.max_utterances:
+            return False
+        with self._lock:
+            if s.closed or self._open >= self.max_streams:
+                return False
+            self._open += 1
+            s._slots += 1
+        return True
 
     def _submit(self, command):
         self._commands.put(command)
@@ -179,7 +276,12 @@ class LiveEngine:
         """Streams open, engine steps, rows per step (how many streams stepped together)."""
         e = self.engine
         stats = e.stats() if e is not None else dict(steps=0)
-        return {**stats, "active_streams": self._open, "max_streams": self.max_streams}
+        return {
+            **stats,
+            "active_streams": self._open,  # slots held
+            "engine_streams": stats.get("active_streams", 0),  # streams in the engine now
+            "max_streams": self.max_streams,
+        }
 
     def close(self, timeout: float | None = None):
         """Finish the utterances being flushed, then stop the engine thread."""
@@ -196,30 +298,95 @@ class LiveEngine:
         return False
 
     # -- engine thread --------------------------------------------------------------------------
-    def _apply(self, command: "_Feed | _Flush | _Close"):
+    def _apply(self, command: "_Feed | _Flush | _Clear | _Task | _Close"):
         s = command.stream
-        if s.closed and not isinstance(command, _Close):
+        if isinstance(command, _Close):
+            return self._close_stream(s)
+        if s.closed:
             return
+        if s._deferred:  # waiting for a slot: keep the stream's order
+            return self._defer(command)
+        if isinstance(command, _Task):
+            s._task = command.task
+            return
+        if isinstance(command, _Clear):
+            return self._clear(s)
         e = self.engine
-        if not isinstance(command, _Close) and (s._current is None or s._current.finishing):
-            s._current = e.open(s.task, s.options)  # the stream's next utterance
-            s._partials = {}
+        if s._current is None or s._current.finishing:
+            if not self._take_slot(s):
+                return self._defer(command)
+            s._current = e.open(s._task, s.options)  # the stream's next utterance
+            s._held += 1
             self._owners[s._current.id] = s
         if isinstance(command, _Feed):
             e.push(s._current, command.samples)
-        elif isinstance(command, _Flush):
+        else:
             e.finish(s._current)
             self._flushing[s._current.id] = (s, command.future, s.utterance)
             s.utterance += 1
+
+    def _defer(self, command):
+        s = command.stream
+        if isinstance(command, _Clear):  # the audio of the utterance cleared is dropped now
+            while s._deferred and isinstance(s._deferred[-1], _Feed):
+                s._count_read(len(s._deferred.pop().samples))
+            if not s._deferred:
+                return self._clear(s)
+        s._deferred.append(command)
+
+    def _clear(self, s: LiveStream):
+        if s._current is not None and not s._current.finishing:
+            self._drop(s, s._current)
+        s._current = None
+        s.utterance += 1
+
+    def _drop(self, s: LiveStream, es: StreamState):
+        """Take `es` out of the engine: its slot goes back, and `s`'s waiting commands go on."""
+        self._count(s, es, everything=True)
+        self._owners.pop(es.id, None)
+        for task in es.tasks:
+            s._partials.pop((es.id, task), None)
+        if es.id in self.engine.streams:
+            self.engine.close(es)
+        s._held -= 1
+        with self._lock:
+            if not s.closed and s._slots > max(1, s._held):
+                s._slots -= 1
+                self._open -= 1
+        if s._deferred and not s.closed:
+            waiting, s._deferred = s._deferred, deque()
+            while waiting:
+                self._apply(waiting.popleft())
+                if s._deferred:  # waits again: the rest stays behind it
+                    s._deferred.extend(waiting)
+                    break
+
+    def _count(self, s: LiveStream, es: StreamState, everything: bool = False):
+        """Count the samples of `es` that Mimi has read (all of them once it is done or dropped)."""
+        if everything:
+            read = es.samples_in
         else:
-            for es_id, owner in list(self._owners.items()):
-                if owner is s:
-                    if es_id in self._flushing:
-                        self._flushing.pop(es_id)[1].cancel()
-                    if es_id in e.streams:
-                        e.close(e.streams[es_id])
-                    del self._owners[es_id]
-            s._current = None
+            left, _ = es.options.padding(es.sample_rate)
+            read = min(es.samples_in, max(0, es.frames * es.frame_size - left))
+        new = read - s._read_of.get(es.id, 0)
+        if everything:
+            s._read_of.pop(es.id, None)
+        else:
+            s._read_of[es.id] = read
+        if new:
+            s._count_read(new)
+
+    def _close_stream(self, s: LiveStream):
+        for command in s._deferred:
+            if isinstance(command, _Flush):
+                command.future.cancel()
+        s._deferred.clear()
+        for es_id, owner in list(self._owners.items()):
+            if owner is s:
+                if es_id in self._flushing:
+                    self._flushing.pop(es_id)[1].cancel()
+                self._drop(s, self.engine.streams[es_id])
+        s._current = None
 
     def _deliver(self):
         """Hand the new words, partials and finished utterances to their clients."""
@@ -229,26 +396,25 @@ class LiveEngine:
             owner = self._owners.get(es.id)
             if owner is None:
                 continue
+            self._count(owner, es)
             utt = entry[2] if entry else owner.utterance
             for w in es.take_words():
                 owner._emit(Event("word", w.task, w, w.text, utterance=utt, audio_time=es.audio_time))
             if entry is None or not es.done:
                 for task, a in es.assemblers.items():
                     text = a.partial
-                    if owner._partials.get(task, "") != text:
-                        owner._partials[task] = text
+                    if owner._partials.get((es.id, task), "") != text:
+                        owner._partials[es.id, task] = text
                         owner._emit(Event("partial", task, text=text, utterance=utt, audio_time=es.audio_time))
             if es.done and entry is not None:
                 transcripts = Result(es.task, es.transcripts())
                 self._flushing.pop(es.id)
-                self._owners.pop(es.id)
-                e.close(es)
                 if owner._current is es:
                     owner._current = None
-                owner._partials = {}
                 owner._emit(Event("done", transcripts=transcripts, utterance=utt, audio_time=es.duration))
                 if not entry[1].cancelled():
                     entry[1].set_result(transcripts)
+                self._drop(owner, es)  # after its done event: the next utterance's events follow it
 
     def _loop(self):
         try:
@@ -264,7 +430,7 @@ class LiveEngine:
                     except queue.Empty:
                         break
                     self._apply(command)
-                if self._closing and not self._flushing:
+                if self._closing and not self._flushing and not any(s._deferred for s in self._owners.values()):
                     break
                 ran = self.engine.step()
                 self.engine.drain()
@@ -278,6 +444,10 @@ class LiveEngine:
                 s._emit(Event("error", text=f"engine failed: {exc}", utterance=utt))
                 if not future.done():
                     future.set_exception(exc)
+            for s in set(self._owners.values()):
+                for command in s._deferred:
+                    if isinstance(command, _Flush) and not command.future.done():
+                        command.future.set_exception(exc)
             raise
         finally:
             # Everything MLX made on this thread goes with it: left to the interpreter's exit,

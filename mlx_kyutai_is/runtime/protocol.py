@@ -160,3 +160,41 @@ class WordAssembler:
             tokens=list(self.tokens),
             partial=partial,
         )
+
+
+class TextDeltas:
+    """Turns final words into text deltas whose concatenation is the transcript's text.
+
+    The transcript's text is the tokenizer's decoding of all its tokens (`Transcript.text`), which
+    may join two words the assembler split (a piece after a word boundary that has no word
+    marker), so deltas are the growth of the decoded text, not the words themselves.
+
+    Parameters
+    ----------
+    decode : callable
+        ``decode(token_ids) -> str`` (the model's tokenizer).
+    """
+
+    def __init__(self, decode):
+        self.decode = decode
+        self.tokens: list[int] = []
+        self.sent = ""
+
+    def add(self, word) -> str:
+        """The delta for a word that just became final ("" if it adds no text)."""
+        self.tokens += list(word.tokens)
+        text = self.decode(self.tokens).strip()
+        if text.startswith(self.sent):
+            delta = text[len(self.sent) :]
+        else:  # decoding is not prefix-stable here (rare): send the word on its own
+            delta = (" " if self.sent else "") + word.text
+        self.sent += delta
+        return delta
+
+    def finish(self, text: str) -> str:
+        """The last delta so that the deltas add up to `text` (the final transcript), when they can."""
+        if text.startswith(self.sent) and len(text) > len(self.sent):
+            delta = text[len(self.sent) :]
+            self.sent = text
+            return delta
+        return ""

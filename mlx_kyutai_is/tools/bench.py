@@ -48,6 +48,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -62,11 +63,16 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
 from .. import profiling
 from .._version import __version__
+from ..audio import audio_duration, load_audio
+from ..audio.vad import speech_probabilities
 from ..evaluation.reference import RecipeError, force_prefix, reference_libraries
+from ..models.codec import MimiCodec, load_codec
 from ..models.config import MimiArgs, ModelArgs
 from ..models.convert import convert
 from ..models.lm import LM, bytes_per_step
 from ..models.loading import resolve_model_path, save_model
+from ..models.mimi import MimiEncoder
+from ..models.mimi_decoder import MimiDecoder
 from ..models.model import Model
 from ..models.presets import FULL_SIZE, TINY
 from ..runtime.decoder import BatchDecoder
@@ -368,6 +374,162 @@ def count_frame(stt, warm_frames: int, frames: int = 4) -> dict:
     return out
 
 
+# Icelandic sentences for the long recording (espeak-ng reads them; the words need not be right).
+LONG_SENTENCES = [
+    "Góðan daginn, ég heiti Jón og ég bý í Reykjavík.",
+    "Veðrið á Íslandi er oft mjög breytilegt á veturna.",
+    "Hvað kostar miði til Akureyrar með rútunni á morgun?",
+    "Alþingi kemur saman á ný eftir jólaleyfi í næstu viku.",
+    "Fundurinn hófst klukkan tíu og stóð fram yfir hádegi.",
+    "Við fórum í sund og síðan í bíó um kvöldið.",
+    "Rannsóknin sýnir að fleiri lesa bækur en áður.",
+    "Það er spáð snjókomu á Norðurlandi í nótt.",
+]
+
+
+def long_recording(minutes: float, work: Path, seed: int = 0) -> Path:
+    """`minutes` of espeak-ng Icelandic with natural pauses (0.3-1.2 s between sentences, 2-3 s
+    now and then), as a 24 kHz wav: the kind of recording segmentation is for."""
+    if shutil.which("espeak-ng") is None or shutil.which("sox") is None:
+        raise RuntimeError("--long needs espeak-ng and sox to make its recording (or pass --long-audio FILE)")
+    work.mkdir(parents=True, exist_ok=True)
+    clips = []
+    for i, text in enumerate(LONG_SENTENCES):
+        raw, wav = work / f"s{i}.raw.wav", work / f"s{i}.wav"
+        subprocess.run(["espeak-ng", "-v", "is", "-w", str(raw), text], check=True)
+        subprocess.run(["sox", "-R", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", str(wav)], check=True)
+        clips.append(sf.read(str(wav), dtype="float32")[0])
+    rng = np.random.default_rng(seed)
+    parts, n = [], 0
+    while n < minutes * 60 * SAMPLE_RATE:
+        pause = rng.uniform(2.0, 3.0) if rng.random() < 0.15 else rng.uniform(0.3, 1.2)
+        parts += [clips[rng.integers(len(clips))], np.zeros(int(pause * SAMPLE_RATE), np.float32)]
+        n += len(parts[-2]) + len(parts[-1])
+    path = work / "long.wav"
+    sf.write(str(path), np.concatenate(parts)[: int(minutes * 60 * SAMPLE_RATE)], SAMPLE_RATE, subtype="FLOAT")
+    return path
+
+
+def long_figures(model: str | None, audio: str | None, minutes: float, work: Path) -> dict:
+    """A long recording transcribed with `segment="vad"` and with `segment=None`, in one
+    process: wall times and their ratio, the segments, rows per step, the measured batching cost
+    the plan used, and the detector's time against the segmented run's."""
+    if model:
+        source = resolve_model_path(model)
+    else:
+        _log("long: the full-size structure with small widths, random weights")
+        source = random_checkpoint(KERNELS, work / "source", use_transformers=False)
+    stt = load(str(source))
+    path = Path(audio) if audio else long_recording(minutes, work / "audio")
+    duration = audio_duration(str(path))
+    out = {"model": model or "full-size structure, small widths (bench.KERNELS)", "audio_s": duration}
+    rows = DEFAULT_BATCH_SIZE
+    t0 = time.perf_counter()
+    out["batch_cost"] = stt.batch_cost(rows)
+    out["batch_cost_s"] = time.perf_counter() - t0
+    out["rows"] = rows
+    t0 = time.perf_counter()
+    speech_probabilities(load_audio(str(path), stt.sample_rate), stt.sample_rate)
+    out["detector_s"] = time.perf_counter() - t0
+    for name, segment in (("none", None), ("vad", "vad")):
+        _log(f"long: {duration:.0f} s with --segment {name}")
+        job = stt.transcribe_iter([str(path)], task="is", segment=segment)
+        t0 = time.perf_counter()
+        (item,) = list(job)
+        elapsed = time.perf_counter() - t0
+        stats = job.engine.stats()
+        t = item.result["is"]
+        out[name] = {
+            "elapsed_s": elapsed,
+            "rtf": elapsed / duration,
+            "segments": [[seg.start, seg.end] for seg in t.segments] or [[0.0, round(duration, 2)]],
+            "mean_rows_per_step": stats["mean_rows_per_step"],
+            "steps": stats["steps"],
+        }
+    out["speedup"] = out["none"]["elapsed_s"] / out["vad"]["elapsed_s"]
+    out["detector_share"] = out["detector_s"] / out["vad"]["elapsed_s"]
+    return out
+
+
+def _format_long(r: dict) -> str:
+    x = r.get("long")
+    if not x:
+        return ""
+    v, n = x["vad"], x["none"]
+    lengths = [b - a for a, b in v["segments"]]
+    return "\n".join(
+        [
+            f"long recording ({x['model']}): {x['audio_s']:.0f} s, --segment vad vs none in one process",
+            f"  none: {n['elapsed_s']:.1f} s (RTF {n['rtf']:.3f}), 1 stream, {n['steps']} steps",
+            f"  vad:  {v['elapsed_s']:.1f} s (RTF {v['rtf']:.3f}), {len(lengths)} segments of "
+            f"{min(lengths):.1f}-{max(lengths):.1f} s, {v['mean_rows_per_step']:.2f} rows per step, {v['steps']} steps",
+            f"  speedup {x['speedup']:.2f}x; batching cost at {x['rows']} rows {x['batch_cost']:.2f} single steps "
+            f"(measured in {x['batch_cost_s']:.1f} s); detector {x['detector_s']:.1f} s = "
+            f"{100 * x['detector_share']:.0f} % of the segmented run",
+        ]
+    )
+
+
+def random_codec(config: dict, seed: int = 0) -> MimiCodec:
+    """The whole Mimi codec of `config` with MLX's random init and random codebooks (speed does not
+    depend on the values)."""
+    mx.random.seed(seed)
+    args = MimiArgs.from_dict(config["codec_config"])
+    encoder, decoder = MimiEncoder(args), MimiDecoder(args)
+    for _, m in encoder.named_modules():
+        if hasattr(m, "embed_sum"):
+            m.embed_sum = mx.random.normal(m.embed_sum.shape) * 0.1
+    mx.eval(encoder.parameters(), decoder.parameters())
+    return MimiCodec(encoder, decoder)
+
+
+def codec_figures(model: str | None, config: dict, seconds: float, frames: int, warmup: int, budget_s) -> dict:
+    """The Mimi codec alone (`codec` command, `MimiCodec`): streaming decode of one 80 ms frame of 32
+    codebooks (and encode, for comparison), and whole-signal decode and encode of `seconds` as RTF."""
+    codec = load_codec(model) if model else random_codec(config)
+    if not codec.has_decoder:
+        raise RuntimeError(codec.missing)
+    rng = np.random.default_rng(0)
+    codes = mx.array(rng.integers(0, codec.args.codebook_size, (1, codec.args.num_quantizers, warmup + frames)))
+    stream = codec.decode_stream()
+    out = {"model": model or ("full-size Mimi, random weights" if config is FULL_SIZE else "tiny Mimi, random weights")}
+    _log(f"codec: streaming decode, {frames} frames")
+    out["decode_frame_ms"] = _stats(
+        profiling.repeat(lambda i: stream.feed(codes[:, :, i : i + 1]), frames, warmup, budget_s)
+    )
+    _log(f"codec: streaming encode, {frames} frames")
+    out["encode_frame_ms"] = _stats(time_mimi_frames(codec.encoder, frames, warmup, budget_s))
+    n = int(seconds * codec.frame_rate)
+    whole = mx.array(rng.integers(0, codec.args.codebook_size, (1, codec.args.num_quantizers, n)))
+    audio = test_audio(seconds)[None]
+    codec.decode(whole[:, :, :2])  # warm: compiled pieces, derived weights
+    for name, fn in (("decode", lambda: codec.decode(whole)), ("encode", lambda: mx.eval(codec.encode(audio)))):
+        _log(f"codec: whole-signal {name} of {seconds:g} s")
+        t0 = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - t0
+        out[f"{name}_whole"] = {"audio_s": seconds, "elapsed_s": elapsed, "rtf": elapsed / seconds}
+    out["decode_frame_rtf"] = out["decode_frame_ms"]["median"] / FRAME_MS
+    return out
+
+
+def _format_codec(r: dict) -> str:
+    c = r.get("codec")
+    if not c:
+        return ""
+    d, e = c["decode_frame_ms"], c["encode_frame_ms"]
+    return "\n".join(
+        [
+            f"Mimi codec ({c['model']}, float32, 32 codebooks):",
+            f"  streaming decode: {d['median']:.1f} ms per 80 ms frame (p95 {d['p95']:.1f}), RTF {c['decode_frame_rtf']:.2f}; "
+            f"encode {e['median']:.1f} ms (p95 {e['p95']:.1f})",
+            f"  whole signal, {c['decode_whole']['audio_s']:g} s: decode RTF {c['decode_whole']['rtf']:.3f} "
+            f"({c['decode_whole']['elapsed_s']:.1f} s), encode RTF {c['encode_whole']['rtf']:.3f} "
+            f"({c['encode_whole']['elapsed_s']:.1f} s)",
+        ]
+    )
+
+
 def kernel_figures(model: str | None, precisions: list[str], work: Path) -> dict:
     """`count_frame` for each precision of `model` (default: `KERNELS`, random weights), with each
     mx.fast op counted as one (`profiling.fast_ops_as_one`)."""
@@ -579,7 +741,7 @@ def run(args) -> dict:
     batches = [1, 2]
     precisions = args.precisions
     # --batch, --bulk and --kernels each run only their own section; without them, the classic set.
-    classic = not (args.batch or args.bulk or args.kernels)
+    classic = not (args.batch or args.bulk or args.kernels or getattr(args, "long", False) or getattr(args, "codec", False))
     use_ref = classic and have_reference() and not args.no_reference
     config = TINY if quick else FULL_SIZE
     result = {
@@ -597,8 +759,15 @@ def run(args) -> dict:
             # functions are traced.
             result["kernels"] = kernel_figures(args.model, precisions, work / "kernels")
             _save_partial(result, args.output)
+        if getattr(args, "long", False):
+            result["long"] = long_figures(args.model, args.long_audio, args.long_minutes, work / "long")
+            _save_partial(result, args.output)
+        if getattr(args, "codec", False):
+            seconds = args.offline_seconds if args.offline_seconds else (2.0 if quick else 20.0)
+            result["codec"] = codec_figures(args.model, config, seconds, steps, warmup, budget)
+            _save_partial(result, args.output)
         if not (classic or args.batch or args.bulk):
-            result["model"] = result["kernels"]["model"]
+            result["model"] = (result.get("kernels") or result.get("long") or result.get("codec"))["model"]
             return result
         if args.model:
 
@@ -740,7 +909,7 @@ def format_table(r: dict) -> str:
         f"mlx-kyutai-is {r['package']} bench — {r['model']} — {r['date']} — {r['machine']} — "
         f"mlx {r['mlx']} ({r['device']})"
     )
-    sections = [_format_kernels(r), _format_engine(r), _format_bulk(r)]
+    sections = [_format_kernels(r), _format_engine(r), _format_bulk(r), _format_long(r), _format_codec(r)]
     if "precisions" not in r:
         return "\n\n".join([title] + [x for x in sections if x])
     return "\n\n".join([title, _format_classic(r)] + [x for x in sections if x])
@@ -845,7 +1014,7 @@ def _format_classic(r: dict) -> str:
                 f"RTF {rc['rtf']:.2f}"
             )
     else:
-        lines += ["", "transformers reference: not run (install the test extra: pip install -e '.[test]')"]
+        lines += ["", 'transformers reference: not run (install the test extra: pip install "mlx-kyutai-is[test]")']
     mm = r.get("moshi_mlx")
     if mm:
         lines.append(

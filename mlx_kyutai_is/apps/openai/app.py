@@ -8,17 +8,28 @@ thread owns MLX and steps all rows together; the handlers here only feed audio a
 Routes: ``POST /v1/audio/transcriptions`` (task is), ``POST /v1/audio/translations`` (task en),
 ``GET /v1/models``, ``WS /v1/realtime?intent=transcription``, ``GET /v1/status`` (the engine's
 stats: rows per step, step time) and ``GET /metrics`` (the same, Prometheus text), ``GET /health``,
-and the page: ``GET /`` with ``/static/*``.
+``GET /openapi.json`` (with the key), and the page: ``GET /`` with ``/static/*``.
+
+A client's memory is bounded: an upload is decoded as the engine reads it (a block ahead), up to
+``max_audio_minutes``; a realtime session may have at most ``max_unread_seconds`` of audio waiting
+for the engine; every engine stream a client holds counts against ``max_streams``. The server
+answers only to its own host names (DNS rebinding) and, for uploads and websockets from a browser,
+to its own page's origin (`LocalOnly`); bodies must keep arriving (`BodyLimits`).
 """
 
 import asyncio
 import hmac
+import logging
 import shutil
 import tempfile
+import threading
 import time
+import warnings
 from contextlib import asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import soundfile as sf
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import (
@@ -30,46 +41,68 @@ from fastapi.responses import (
 )
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from ..._version import __version__
-from ...audio import AudioError, iter_audio_blocks
-from ...runtime.live import EngineFull
+from ...audio import AudioError, AudioWarning, iter_audio_blocks
+from ...runtime.live import EngineFull, LiveEngine
 from ...runtime.protocol import StreamOptions
 from . import schemas
 from .realtime import RealtimeSession
 from .schemas import ApiError, TranscriptionRequest
 
+log = logging.getLogger("mlx_kyutai_is.serve")
+
 STATIC = Path(__file__).parent / "static"
-# Uploads are decoded and fed to the engine in blocks this long (seconds).
+# Uploads are decoded and fed to the engine in blocks this long (seconds); the next block is decoded
+# once the engine has less than this left to read, so an upload holds about two blocks of samples.
 UPLOAD_BLOCK_SECONDS = 10.0
 DEFAULT_MAX_UPLOAD_MB = 25.0  # OpenAI's own limit
+DEFAULT_MAX_AUDIO_MINUTES = 120.0
+DEFAULT_MAX_UNREAD_SECONDS = 60.0
+DEFAULT_READ_TIMEOUT_S = 30.0
+DEFAULT_IDLE_TIMEOUT_S = 300.0
+# The names a local server answers to, whatever it is bound to.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 # Browsers cannot set headers on a websocket: OpenAI takes the key as a subprotocol.
 KEY_PROTOCOL = "openai-insecure-api-key."
 # How often a waiting upload checks that its client is still there (seconds).
 DISCONNECT_POLL_S = 0.5
 # Uploads are kept in memory up to this size, on disk beyond.
-SPOOL_BYTES = 8_000_000
+SPOOL_BYTES = 1_000_000
 
 
 class ServerState:
     """What the routes share: the engine, settings, and what is in flight (for status and drain)."""
 
-    def __init__(self, stt, *, model_name, max_streams, api_key, max_upload_bytes, options):
+    def __init__(self, stt, *, model_name, max_streams, api_key, max_upload_bytes, options, limits):
         self.stt = stt
         self.model_name = model_name
         self.max_streams = max_streams
         self.api_key = api_key
         self.max_upload_bytes = max_upload_bytes
         self.options = options
+        self.limits: Limits = limits
         self.engine = None
         self.loop = None
         self.started = time.time()
         self.draining = False
+        self.stopping = asyncio.Event()  # the shutdown deadline passed: what is in flight is dropped
         self.uploads = 0  # uploads being transcribed now
         self.sessions: dict[RealtimeSession, WebSocket] = {}
-        self.counts = {"uploads_total": 0, "realtime_sessions_total": 0, "rejected_busy": 0, "rejected_auth": 0}
+        self.counts = {
+            "uploads_total": 0,
+            "realtime_sessions_total": 0,
+            "rejected_busy": 0,
+            "rejected_auth": 0,
+            "rejected_host": 0,
+            "rejected_origin": 0,
+            "rejected_too_long": 0,
+            "closed_unread": 0,
+            "closed_idle": 0,
+        }
         self.idle = asyncio.Event()
 
     def authorized(self, headers, protocols=()) -> bool | None:
@@ -99,11 +132,53 @@ class ServerState:
             "engine": self.engine.stats() if self.engine is not None else None,
         }
 
+    @property
+    def busy(self) -> bool:
+        """Work in flight: an upload, or a commit not answered yet."""
+        return self.uploads > 0 or any(s.pending for s in self.sessions)
+
     def check_idle(self):
-        if self.uploads == 0 and all(s.pending == 0 for s in self.sessions):
+        if not self.busy:
             self.idle.set()
         else:
             self.idle.clear()
+
+
+class Limits:
+    """What one client may hold, and how long the server waits for it.
+
+    Parameters
+    ----------
+    max_audio_minutes : float
+        Decoded audio per upload; longer gets 413.
+    max_unread_seconds : float
+        Audio a realtime session may have sent that the engine has not read yet; past it the
+        session gets an ``error`` event and is closed.
+    max_utterances : int
+        Utterances of one session in the engine at once (the one being fed and those flushing).
+    read_timeout : float
+        Seconds within which a request's headers, and each part of its body, must arrive.
+    idle_timeout : float
+        Seconds a websocket may stay silent (nothing sent, nothing pending) before it is closed.
+    debug : bool
+        Log the traceback of a failure in a websocket handler (one line otherwise).
+    """
+
+    def __init__(
+        self,
+        max_audio_minutes: float = DEFAULT_MAX_AUDIO_MINUTES,
+        max_unread_seconds: float = DEFAULT_MAX_UNREAD_SECONDS,
+        max_utterances: int = 2,
+        read_timeout: float = DEFAULT_READ_TIMEOUT_S,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S,
+        debug: bool = False,
+    ):
+        self.max_audio_minutes = max_audio_minutes
+        self.max_unread_seconds = max_unread_seconds
+        self.max_utterances = max_utterances
+        self.read_timeout = read_timeout
+        self.idle_timeout = idle_timeout
+        self.debug = debug
 
 
 def create_app(
@@ -114,6 +189,9 @@ def create_app(
     api_key: str | None = None,
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     options: StreamOptions | None = None,
+    limits: Limits | None = None,
+    allowed_hosts=(),
+    allow_origins=(),
 ) -> FastAPI:
     """The server app on a loaded model; its lifespan starts and stops the shared `LiveEngine`.
 
@@ -124,7 +202,8 @@ def create_app(
     model_name : str
         The id `/v1/models` lists.
     max_streams : int
-        Rows of the engine: uploads and websockets served at once; one more gets 503.
+        Streams of the engine (uploads, websockets, and utterances still being flushed) at once;
+        a client that finds none free gets 503.
     api_key : str, optional
         Require ``Authorization: Bearer KEY`` (websockets: also the ``openai-insecure-api-key.KEY``
         subprotocol) on every ``/v1`` route.
@@ -132,7 +211,15 @@ def create_app(
         Uploads over this many megabytes get 413.
     options : StreamOptions, optional
         How every stream is decoded (default: the model's, `STT.options`).
+    limits : Limits, optional
+        Per-client bounds and timeouts (default: `Limits()`).
+    allowed_hosts : iterable of str
+        Host names answered besides localhost, 127.0.0.1 and ::1 (``*``: any).
+    allow_origins : iterable of str
+        Web origins (``https://app.example``) whose pages may use the API, besides the server's
+        own page (``*``: any); they also get CORS headers.
     """
+    limits = limits or Limits()
     state = ServerState(
         stt,
         model_name=model_name,
@@ -140,12 +227,15 @@ def create_app(
         api_key=api_key or None,
         max_upload_bytes=int(max_upload_mb * 1_000_000),
         options=stt.options if options is None else options,
+        limits=limits,
     )
 
     @asynccontextmanager
     async def lifespan(app):
         state.loop = asyncio.get_running_loop()
-        state.engine = await run_in_threadpool(stt.live, max_streams=max_streams)
+        state.engine = await run_in_threadpool(
+            LiveEngine, stt, max_streams=max_streams, max_utterances=limits.max_utterances
+        )
         try:
             yield
         finally:
@@ -155,15 +245,22 @@ def create_app(
             await run_in_threadpool(state.engine.close)
             state.engine = None
 
-    app = FastAPI(title="mlx-kyutai-is", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="mlx-kyutai-is", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.server = state
-    app.add_middleware(UploadLimit, max_bytes=state.max_upload_bytes)
+    # The last added runs first: the host and origin checks, CORS for the origins allowed, then
+    # the body's size and pace.
+    app.add_middleware(BodyLimits, max_bytes=state.max_upload_bytes, read_timeout=limits.read_timeout)
+    origins = [o.rstrip("/") for o in allow_origins]
+    if origins:
+        app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"])
+    app.add_middleware(LocalOnly, state=state, allowed_hosts=[*LOCAL_HOSTS, *allowed_hosts], allow_origins=origins)
 
     # -- errors: OpenAI's JSON shape everywhere -------------------------------------------------
     @app.exception_handler(ApiError)
     async def _api_error(request, e: ApiError):
-        headers = {"Retry-After": "1"} if e.status in (429, 503) else None
-        return JSONResponse(e.body(), status_code=e.status, headers=headers)
+        return _error_response(e)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, e):
@@ -214,6 +311,11 @@ def create_app(
         require_key(request)
         return state.status()
 
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request):
+        require_key(request)
+        return app.openapi()
+
     @app.get("/metrics")
     async def metrics(request: Request):
         require_key(request)
@@ -259,7 +361,7 @@ async def _upload(state: ServerState, request: Request, task: str, require_key):
         raise ApiError(503, "the server is shutting down", type="server_error", code="shutting_down")
     try:
         form = await request.form(max_files=1)
-    except (ApiError, _TooLarge):  # the latter: UploadLimit answers 413
+    except (ApiError, _TooLarge, _ReadTimeout):  # the latter two: BodyLimits answers 413 / 408
         raise
     except Exception as e:  # a malformed multipart body
         raise ApiError(400, f"the request body is not a valid multipart form ({e})") from None
@@ -272,11 +374,16 @@ async def _upload(state: ServerState, request: Request, task: str, require_key):
     # streamed response still reads it.
     audio_file = await run_in_threadpool(_own_copy, file.file)
     try:
-        # Decode the first block before taking a row: unreadable or empty audio is a 400.
-        blocks = await run_in_threadpool(_first_block, audio_file, state.stt.sample_rate)
-    except AudioError as e:
+        # Opened and its first block decoded before taking a row: unreadable, empty or too long
+        # audio is answered at once.
+        audio = await run_in_threadpool(
+            UploadAudio, audio_file, name, state.stt.sample_rate, state.limits.max_audio_minutes
+        )
+    except ApiError as e:
         audio_file.close()
-        raise ApiError(400, f"file: {name}: {_audio_message(e)}", param="file", code="invalid_audio") from None
+        if e.status == 413:
+            state.counts["rejected_too_long"] += 1
+        raise
 
     loop = asyncio.get_running_loop()
     events: asyncio.Queue | None = asyncio.Queue() if req.stream else None
@@ -308,30 +415,42 @@ async def _upload(state: ServerState, request: Request, task: str, require_key):
             state.check_idle()
 
     async def run() -> "object":
-        """Feed the file, flush; the transcript of `task`."""
-        try:
-            await run_in_threadpool(_feed_all, stream, blocks)
-        except AudioError as e:
-            raise ApiError(400, f"file: {name}: {_audio_message(e)}", param="file", code="invalid_audio") from None
+        """Feed the file as the engine reads it, flush; the transcript of `task`."""
+        block = audio.first
+        while block is not None:
+            stream.feed(block)
+            # Backpressure: the next block is decoded once the engine is less than a block behind.
+            await asyncio.wrap_future(stream.when_unread_below(UPLOAD_BLOCK_SECONDS))
+            block = await run_in_threadpool(audio.next_block)
         result = await asyncio.wrap_future(stream.flush())
+        if audio.warnings:
+            log.warning("upload %s", "; ".join(audio.warnings))
         return result[task]
 
+    stopping = asyncio.ensure_future(state.stopping.wait())
     if not req.stream:
         try:
             job = asyncio.ensure_future(run())
             while True:  # a client that hangs up frees its row at once
-                finished_set, _ = await asyncio.wait([job], timeout=DISCONNECT_POLL_S)
-                if finished_set:
+                finished_set, _ = await asyncio.wait(
+                    [job, stopping], timeout=DISCONNECT_POLL_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                if job in finished_set:
                     transcript = job.result()
                     break
+                if stopping in finished_set:
+                    job.cancel()
+                    raise _dropped()
                 if await request.is_disconnected():
                     job.cancel()
                     return Response(status_code=499)
         finally:
+            stopping.cancel()
             stream.close()
             done()
         body, media_type = schemas.render(transcript, req)
-        return Response(body, media_type=media_type)
+        headers = {"X-Audio-Warning": _header_text("; ".join(audio.warnings))} if audio.warnings else None
+        return Response(body, media_type=media_type, headers=headers)
 
     async def sse():
         deltas = schemas.TextDeltas(state.stt.tokenizer.decode)
@@ -340,9 +459,13 @@ async def _upload(state: ServerState, request: Request, task: str, require_key):
             while True:
                 get = asyncio.ensure_future(events.get())
                 # Until the audio is all in, a failure to read it ends the response too.
-                await asyncio.wait([get] if job.done() else [get, job], return_when=asyncio.FIRST_COMPLETED)
+                waits = [get, stopping] if job.done() else [get, job, stopping]
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 if not get.done():
                     get.cancel()
+                    if stopping.done():
+                        yield schemas.sse_error(_dropped())
+                        return
                     if (e := job.exception()) is not None:
                         yield schemas.sse_error(e if isinstance(e, ApiError) else ApiError(500, str(e), "server_error"))
                         return
@@ -361,10 +484,29 @@ async def _upload(state: ServerState, request: Request, task: str, require_key):
                     return
         finally:
             job.cancel()
+            stopping.cancel()
             stream.close()
             done()
 
     return StreamingResponse(sse(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+def _dropped() -> ApiError:
+    return ApiError(
+        503,
+        "the server stopped before this request was finished (shutdown timeout); send it again",
+        type="server_error",
+        code="shutting_down",
+    )
+
+
+def _error_response(e: ApiError) -> JSONResponse:
+    headers = {"Retry-After": "1"} if e.status in (429, 503) else None
+    return JSONResponse(e.body(), status_code=e.status, headers=headers)
+
+
+def _header_text(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode()[:1000]
 
 
 def _own_copy(src):
@@ -375,19 +517,79 @@ def _own_copy(src):
     return dst
 
 
-def _first_block(file, sr: int):
-    """An iterator over the upload's blocks whose first block is already decoded (so that an
-    unreadable file fails here, before the engine is involved)."""
-    it = iter_audio_blocks(file, block_seconds=UPLOAD_BLOCK_SECONDS, sr=sr)
-    first = next(it)
-    return first, it
+# The audio module reports what it repaired (a truncated file) as an `AudioWarning` naming a file
+# object "<stdin>"; the uploads' blocks are decoded one at a time under this lock so that each
+# upload's warnings are caught for it (warnings.catch_warnings is process-wide).
+_DECODE_LOCK = threading.Lock()
 
 
-def _feed_all(stream, blocks):
-    first, rest = blocks
-    stream.feed(first)
-    for block in rest:
-        stream.feed(block)
+class UploadAudio:
+    """An upload's audio, decoded a block at a time (on a worker thread) as the engine needs it.
+
+    Raises `ApiError`: 400 for audio that cannot be read, 413 past `max_minutes` (from the file's
+    header when it says, else as the blocks are decoded). `warnings` are what the decoder repaired,
+    naming the upload.
+    """
+
+    def __init__(self, file, name: str, sr: int, max_minutes: float):
+        self.name = name
+        self.sr = sr
+        self.max_minutes = max_minutes
+        self.max_samples = int(max_minutes * 60 * sr)
+        self.samples = 0
+        self.warnings: list[str] = []
+        declared = _declared_seconds(file)
+        if declared is not None and declared > max_minutes * 60:
+            raise self._too_long(declared)
+        self._blocks = self._decode(lambda: iter_audio_blocks(file, block_seconds=UPLOAD_BLOCK_SECONDS, sr=sr))
+        self.first = self.next_block()
+        if self.first is None:
+            raise ApiError(400, f"file: {name}: empty audio", param="file", code="invalid_audio")
+
+    def next_block(self):
+        """The next block of samples, None at the end."""
+        block = self._decode(lambda: next(self._blocks, None))
+        if block is not None:
+            self.samples += len(block)
+            if self.samples > self.max_samples:
+                raise self._too_long(None)
+        return block
+
+    def _decode(self, fn):
+        with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", AudioWarning)
+            try:
+                return fn()
+            except AudioError as e:
+                raise ApiError(
+                    400, f"file: {self.name}: {_audio_message(e)}", param="file", code="invalid_audio"
+                ) from None
+            finally:
+                for w in caught:
+                    if issubclass(w.category, AudioWarning):
+                        self.warnings.append(f"{self.name}: {_audio_message(w.message)}")
+                    else:  # not ours: as it would have been shown
+                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+    def _too_long(self, declared: float | None) -> ApiError:
+        what = f"{declared / 60:.1f} minutes of audio" if declared is not None else "the audio goes on"
+        return ApiError(
+            413,
+            f"file: {self.name}: {what}, over the server's limit of {self.max_minutes:g} minutes per request",
+            param="file",
+            code="audio_too_long",
+        )
+
+
+def _declared_seconds(file) -> float | None:
+    """The duration the file's header declares, None if it does not say (or cannot be read here)."""
+    try:
+        info = sf.info(file)
+        return info.frames / info.samplerate if 0 < info.frames < 2**62 and info.samplerate > 0 else None
+    except Exception:  # unreadable: the decoder says why
+        return None
+    finally:
+        file.seek(0)
 
 
 def _audio_message(e: Exception) -> str:
@@ -416,8 +618,15 @@ async def _realtime(state: ServerState, websocket: WebSocket):
             websocket, ApiError(503, "the server is shutting down", "server_error", code="shutting_down")
         )
     beta = websocket.headers.get("openai-beta", "").startswith("realtime")
+    limits = state.limits
     session = RealtimeSession(
-        state.engine, state.stt.tokenizer.decode, state.model_name, beta=beta, options=state.options
+        state.engine,
+        state.stt.tokenizer.decode,
+        state.model_name,
+        beta=beta,
+        options=state.options,
+        max_unread_seconds=limits.max_unread_seconds,
+        debug=limits.debug,
     )
     try:
         session.open()
@@ -437,34 +646,54 @@ async def _realtime(state: ServerState, websocket: WebSocket):
     session.emit_session("created")
     sender = asyncio.ensure_future(_send_loop(state, session, websocket))
     try:
-        while True:
-            msg = await websocket.receive()
+        while not session.closing:
+            try:
+                msg = await asyncio.wait_for(websocket.receive(), limits.idle_timeout)
+            except asyncio.TimeoutError:
+                if session.pending:  # waiting for its transcripts is not idle
+                    continue
+                state.counts["closed_idle"] += 1
+                session.close_idle(limits.idle_timeout)
+                break
             if msg["type"] == "websocket.disconnect":
                 break
             session.handle(msg.get("text") if msg.get("text") is not None else msg.get("bytes"))
+            if session.closing and session.closing[0] == 1008:
+                state.counts["closed_unread"] += 1
             state.check_idle()
-    except WebSocketDisconnect:
+        if session.closing:  # the send loop sends what is queued, then the close frame
+            await asyncio.wait_for(asyncio.shield(sender), 10)
+    except (WebSocketDisconnect, asyncio.TimeoutError):
         pass
     finally:
-        session.close()  # the row is freed at once
+        session.close()  # the rows are freed at once
         state.sessions.pop(session, None)
         sender.cancel()
         state.check_idle()
 
 
 async def _send_loop(state: ServerState, session: RealtimeSession, websocket: WebSocket):
-    """Send the session's events in order: its own replies and the engine's words."""
+    """Send the session's events in order: its own replies and the engine's words; a ``close``
+    entry ends the connection after what was queued before it."""
     try:
         while True:
             kind, *rest = await session.outbox.get()
+            if kind == "close":
+                code, reason = rest
+                await websocket.close(code=code, reason=reason)
+                return
             if kind == "send":
                 events = rest
             else:
-                events = session.on_engine_event(*rest)
+                try:
+                    events = session.on_engine_event(*rest)
+                except Exception as e:  # one event lost, not the session
+                    log.warning("realtime session %s: %s: %s", session.id, type(e).__name__, e, exc_info=session.debug)
+                    events = []
                 state.check_idle()
             for event in events:
                 await websocket.send_json(event)
-    except (WebSocketDisconnect, RuntimeError):
+    except (WebSocketDisconnect, RuntimeError, OSError):
         pass
 
 
@@ -472,7 +701,7 @@ async def _deny(websocket: WebSocket, err: ApiError):
     """Refuse the handshake with an HTTP status and OpenAI's error JSON (close code 1008 where
     the server cannot send a denial response)."""
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        await websocket.send_denial_response(JSONResponse(err.body(), status_code=err.status))
+        await websocket.send_denial_response(_error_response(err))
     else:
         await websocket.close(code=1008, reason=err.message[:120])
 
@@ -480,11 +709,13 @@ async def _deny(websocket: WebSocket, err: ApiError):
 async def drain(app, timeout: float) -> bool:
     """Finish in-flight work before the server stops: new requests get 503, each websocket's
     audio not yet committed is committed, then wait (at most `timeout` s) for every upload and
-    commit to be answered; the websockets are then closed (1001). True if all finished."""
+    commit to be answered; the websockets are then closed (1001). True if all finished; if not,
+    the uploads still running are answered 503 (OpenAI's error JSON) and the websockets get an
+    ``error`` event first."""
     state: ServerState = app.state.server
     state.draining = True
     for session in list(state.sessions):
-        if session.row is not None and session.uncommitted_samples:
+        if session.stream is not None and session.uncommitted_samples:
             session.commit()
     state.check_idle()
     try:
@@ -492,10 +723,16 @@ async def drain(app, timeout: float) -> bool:
         finished = True
     except asyncio.TimeoutError:
         finished = False
-    await asyncio.sleep(0.05)  # let the send loops pass the last events on
+        state.stopping.set()
+    await asyncio.sleep(0.05)  # let the send loops and the uploads pass the last answers on
     for session, websocket in list(state.sessions.items()):
         try:
-            while not session.outbox.empty():
+            if session.pending:
+                err = _dropped()
+                session.emit_error(err.message, err.code, type_=err.type)
+            for _ in range(100):
+                if session.outbox.empty():
+                    break
                 await asyncio.sleep(0.01)
             await websocket.close(code=1001, reason="server shutting down")
         except Exception:
@@ -503,19 +740,115 @@ async def drain(app, timeout: float) -> bool:
     return finished
 
 
-class UploadLimit:
-    """ASGI middleware: a request body over `max_bytes` gets 413 (OpenAI's error JSON), decided
-    from Content-Length when given, else as the body arrives; the body is read to its end first
-    (up to a bound) so that the client, still sending, gets the answer rather than a reset."""
+# --------------------------------------------------------------------------------------------
+# Middleware
+
+
+async def _refuse(scope, receive, send, err: ApiError):
+    """Answer an HTTP request or refuse a websocket handshake with OpenAI's error JSON."""
+    if scope["type"] == "websocket":
+        await _deny(WebSocket(scope, receive, send), err)
+    else:
+        await _error_response(err)(scope, receive, send)
+
+
+def _host_name(value: str | None) -> str | None:
+    """The host of a Host header or an origin's netloc, lowercased, without port or brackets."""
+    if not value:
+        return None
+    try:
+        return urlsplit(f"//{value}").hostname
+    except ValueError:
+        return None
+
+
+class LocalOnly:
+    """ASGI middleware that keeps the server local to the machine unless told otherwise.
+
+    - The Host header must name this server: localhost, 127.0.0.1, ::1, the address it is bound to,
+      or one of `allowed_hosts` (``*``: any). A web page that rebinds its own DNS name to 127.0.0.1
+      sends its own name, and is refused.
+    - A browser's request that is not a plain read (an upload: multipart is a CORS "simple request"
+      that browsers send anywhere) and every websocket must come from the server's own page (its
+      Origin is the Host asked for) or one of `allow_origins` (``*``: any). Clients that are not
+      browsers send no Origin and are not concerned.
+
+    Refusals are OpenAI's error JSON: 400 ``invalid_host``, 403 ``origin_not_allowed``.
+    """
+
+    def __init__(self, app, state: ServerState, allowed_hosts, allow_origins):
+        self.app = app
+        self.state = state
+        self.any_host = "*" in allowed_hosts
+        self.hosts = {h.strip().strip("[]").lower() for h in allowed_hosts}
+        self.any_origin = "*" in allow_origins
+        self.origins = {o.lower() for o in allow_origins}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        headers = Headers(scope=scope)
+        host = headers.get("host", "")
+        if not self.any_host and _host_name(host) not in self.hosts:
+            self.state.counts["rejected_host"] += 1
+            return await _refuse(
+                scope,
+                receive,
+                send,
+                ApiError(
+                    400,
+                    f"Host {host[:100]!r} is not a name of this server (start it with --allowed-hosts to add one)",
+                    param="host",
+                    code="invalid_host",
+                ),
+            )
+        origin = headers.get("origin")
+        checked = scope["type"] == "websocket" or scope["method"] not in ("GET", "HEAD", "OPTIONS")
+        if origin is not None and checked and not self._origin_ok(origin, host, scope):
+            self.state.counts["rejected_origin"] += 1
+            return await _refuse(
+                scope,
+                receive,
+                send,
+                ApiError(
+                    403,
+                    f"Origin {origin[:100]!r} may not use this server: only its own page may "
+                    "(start it with --allow-origin to allow another)",
+                    param="origin",
+                    code="origin_not_allowed",
+                ),
+            )
+        await self.app(scope, receive, send)
+
+    def _origin_ok(self, origin: str, host: str, scope) -> bool:
+        if self.any_origin or origin.rstrip("/").lower() in self.origins:
+            return True
+        try:
+            parts = urlsplit(origin)
+        except ValueError:
+            return False
+        own = {"http": "http", "https": "https", "ws": "http", "wss": "https"}.get(scope.get("scheme", "http"))
+        return parts.scheme == own and parts.netloc.lower() == host.lower()
+
+
+class BodyLimits:
+    """ASGI middleware for request bodies, answered in OpenAI's error JSON:
+
+    - over `max_bytes`: 413, at once when Content-Length says so (before the body is read; the
+      body is then read and dropped, up to a bound, so that a client still sending gets the answer
+      rather than a reset), else as soon as the body passes it;
+    - a body that stops arriving for `read_timeout` seconds: 408, and the connection is closed.
+    """
 
     DRAIN_LIMIT = 256_000_000
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, max_bytes: int, read_timeout: float):
         self.app = app
         self.max_bytes = max_bytes
+        self.read_timeout = read_timeout
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT"):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
         headers = dict(scope.get("headers") or [])
         try:
@@ -523,17 +856,22 @@ class UploadLimit:
         except ValueError:
             declared = -1
         if declared > self.max_bytes:
-            await self._drain(receive, 0)
-            return await self._reject(scope, send)
-        received, started = 0, False
+            return await self._reject(scope, receive, send, self._too_large(), drain_from=0)
+        received, started, body_done = 0, False, False
 
         async def limited_receive():
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect is not a read
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except asyncio.TimeoutError:
+                raise _ReadTimeout() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise _TooLarge(message.get("more_body", False))
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message):
@@ -547,27 +885,57 @@ class UploadLimit:
         except _TooLarge as e:
             if started:
                 raise
-            if e.more_body:
-                await self._drain(receive, received)
-            await self._reject(scope, send)
+            await self._reject(scope, receive, send, self._too_large(), drain_from=received if e.more_body else None)
+        except _ReadTimeout:
+            if started:
+                raise
+            err = ApiError(
+                408, f"the request body stopped arriving for {self.read_timeout:g} s", code="request_timeout"
+            )
+            await self._reject(scope, receive, send, err, drain_from=None)
 
-    async def _drain(self, receive, seen: int):
-        while seen < self.DRAIN_LIMIT:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            seen += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
-    async def _reject(self, scope, send):
+    def _too_large(self) -> ApiError:
         mb = self.max_bytes / 1_000_000
-        err = ApiError(
+        return ApiError(
             413, f"file: the upload is over the server's limit of {mb:g} MB", param="file", code="request_too_large"
         )
-        await JSONResponse(err.body(), status_code=413)(scope, None, send)
+
+    async def _reject(self, scope, receive, send, err: ApiError, drain_from: int | None):
+        """The answer goes out at once (Connection: close); its end waits until the rest of the body
+        is read and dropped (`drain_from` bytes seen so far; None: nothing more to read)."""
+        body = _error_response(err).body
+        await send(
+            {
+                "type": "http.response.start",
+                "status": err.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": drain_from is not None})
+        if drain_from is None:
+            return
+        seen = drain_from
+        try:
+            while seen < self.DRAIN_LIMIT:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+                if message["type"] != "http.request":
+                    break
+                seen += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+        except asyncio.TimeoutError:
+            pass
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 class _TooLarge(Exception):
     def __init__(self, more_body: bool):
         self.more_body = more_body
+
+
+class _ReadTimeout(Exception):
+    pass

@@ -1,7 +1,8 @@
 # Copyright © 2026 mlx-kyutai-is contributors
 """Realtime transcription over a websocket, in OpenAI's event protocol (``/v1/realtime?intent=transcription``).
 
-One websocket is one stream (one row) of the server's shared `LiveEngine`. Client events:
+One websocket is one stream of the server's shared `LiveEngine` (its utterances still being flushed
+hold a slot each, at most the engine's ``max_utterances``). Client events:
 
 - ``session.update`` (GA: ``session.audio.input.transcription``, ``session.audio.input.format``) or
   ``transcription_session.update`` (beta: ``session.input_audio_transcription``,
@@ -9,14 +10,16 @@ One websocket is one stream (one row) of the server's shared `LiveEngine`. Clien
   default) Icelandic text, ``en`` the English translation, ``both`` (ours) the two at once.
 - ``input_audio_buffer.append``: ``audio`` = base64 pcm16 little-endian mono at 24 kHz.
 - ``input_audio_buffer.commit``: ends the utterance (the engine flushes it: the pending words come out).
-- ``input_audio_buffer.clear``: drops the utterance not yet committed.
+- ``input_audio_buffer.clear``: drops the utterance not yet committed (its engine slot at once).
 
 Server events: ``session.created`` / ``session.updated`` (``transcription_session.*`` for beta
 clients), ``input_audio_buffer.committed`` / ``.cleared``, ``conversation.item.created``,
 ``conversation.item.input_audio_transcription.delta`` as each word becomes final (the deltas of an
 item add up to its transcript) and ``...completed`` with the whole ``transcript`` after a commit;
-``error`` for a bad client event, the connection staying up. There is no server VAD: the client
-commits (``turn_detection`` is reported as null).
+``error`` for a bad client event (wrong JSON, a field of the wrong type, anything the handler
+could not do), the connection staying up. There is no server VAD: the client commits
+(``turn_detection`` is reported as null). A session with more than ``max_unread_seconds`` of audio
+waiting for the engine gets an ``error`` event (``input_audio_buffer_overflow``) and is closed (1008).
 
 Our additions, which OpenAI's clients ignore: every delta/completed event names its ``language``
 (``is``/``en``), a delta carries the word's ``start``/``end`` (seconds into the utterance) and the
@@ -30,17 +33,21 @@ import asyncio
 import base64
 import binascii
 import json
+import logging
 import secrets
 
 import numpy as np
 
 from ...errors import Error
-from ...runtime.live import EngineFull
 from ...tasks import task_list
 from .schemas import TextDeltas
 
+log = logging.getLogger("mlx_kyutai_is.serve")
+
 # OpenAI realtime audio is pcm16 at 24 kHz (its protocol's rate, which is also Mimi's).
 PCM_RATE = 24_000
+# Commits of one session waiting for their transcripts; one more is refused (an error event).
+MAX_PENDING_COMMITS = 16
 PARTIAL_INCLUDE = "item.input_audio_transcription.partial"
 # language -> task; "both" is ours (Icelandic text and its English translation at once).
 LANGUAGE_TASKS = {"is": "is", "en": "en", "both": "both", None: "is", "": "is"}
@@ -59,6 +66,21 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
 
 
+def _object(value, where: str) -> dict:
+    """`value` if it is a JSON object (None: an empty one); `ClientError` naming `where` otherwise."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ClientError(f"{where} must be an object, got {_json_type(value)}", param=where)
+    return value
+
+
+def _json_type(value) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number"
+    )
+
+
 def parse_session(event: dict) -> dict:
     """The settings a ``session.update`` / ``transcription_session.update`` asks for.
 
@@ -66,45 +88,46 @@ def parse_session(event: dict) -> dict:
     -------
     dict
         ``task`` (only if the event names a language), ``include`` (only if given),
-        ``model`` (only if given). Raises `ClientError` for what this server cannot do.
+        ``model`` (only if given). Raises `ClientError` for a field of the wrong type or what this
+        server cannot do.
     """
-    session = event.get("session")
-    if not isinstance(session, dict):
+    if not isinstance(event.get("session"), dict):
         raise ClientError(f"{event['type']}: 'session' must be an object", param="session")
+    session = event["session"]
     out = {}
     if session.get("type") not in (None, "transcription"):
         raise ClientError(
-            f"session.type: {session['type']!r} is not supported: this server only transcribes "
+            f"session.type: {str(session['type'])[:50]!r} is not supported: this server only transcribes "
             "(connect to /v1/realtime?intent=transcription and use type 'transcription')",
             code="unsupported_session_type",
             param="session.type",
         )
-    audio_in = (session.get("audio") or {}).get("input") or {}
-    if not isinstance(audio_in, dict):
-        raise ClientError("session.audio.input must be an object", param="session.audio.input")
+    audio_in = _object(_object(session.get("audio"), "session.audio").get("input"), "session.audio.input")
     transcription = audio_in.get("transcription", session.get("input_audio_transcription"))
     fmt = audio_in.get("format", session.get("input_audio_format"))
     if fmt is not None:
         _check_format(fmt)
     if transcription is not None:
-        if not isinstance(transcription, dict):
-            raise ClientError("session: the transcription settings must be an object", param="transcription")
+        transcription = _object(transcription, "session.transcription")
         language = transcription.get("language")
-        if language not in LANGUAGE_TASKS:
+        if not isinstance(language, (str, type(None))) or language not in LANGUAGE_TASKS:
             raise ClientError(
-                f"transcription.language: {language!r} is not supported: 'is' (Icelandic text), "
+                f"transcription.language: {str(language)[:50]!r} is not supported: 'is' (Icelandic text), "
                 "'en' (English translation) or 'both'",
                 code="unsupported_language",
                 param="transcription.language",
             )
         out["task"] = LANGUAGE_TASKS[language]
-        if transcription.get("model"):
-            out["model"] = str(transcription["model"])
+        model = transcription.get("model")
+        if model is not None and not isinstance(model, str):
+            raise ClientError("transcription.model must be a string", param="transcription.model")
+        if model:
+            out["model"] = model
     if "include" in session:
         include = session["include"] or []
-        if not isinstance(include, list):
-            raise ClientError("session.include must be a list", param="session.include")
-        out["include"] = [str(x) for x in include]
+        if not isinstance(include, list) or not all(isinstance(x, str) for x in include):
+            raise ClientError("session.include must be a list of strings", param="session.include")
+        out["include"] = include
     return out
 
 
@@ -112,12 +135,13 @@ def _check_format(fmt):
     if isinstance(fmt, str):  # beta: "pcm16"
         ok = fmt == "pcm16"
     elif isinstance(fmt, dict):  # GA: {"type": "audio/pcm", "rate": 24000}
-        ok = fmt.get("type") == "audio/pcm" and fmt.get("rate", PCM_RATE) == PCM_RATE
+        rate = fmt.get("rate", PCM_RATE)
+        ok = fmt.get("type") == "audio/pcm" and type(rate) in (int, float) and rate == PCM_RATE
     else:
         ok = False
     if not ok:
         raise ClientError(
-            f"input audio format {fmt!r} is not supported: send pcm16 (audio/pcm) mono at {PCM_RATE} Hz",
+            f"input audio format {str(fmt)[:100]} is not supported: send pcm16 (audio/pcm) mono at {PCM_RATE} Hz",
             code="unsupported_audio_format",
             param="format",
         )
@@ -145,32 +169,23 @@ def decode_audio(event: dict) -> np.ndarray:
 
 
 class _Item:
-    """One utterance: its conversation item and the text sent so far per task."""
+    """One utterance: its conversation item, its tasks, the text sent so far per task."""
 
     def __init__(self, tasks, decode):
         self.id = new_id("item")
+        self.tasks = tasks
         self.deltas = {t: TextDeltas(decode) for t in tasks}
         self.samples = 0
 
 
-class _SessionStream:
-    """The session's stream on the engine (one `LiveStream`, one row per task) and its utterances."""
-
-    def __init__(self, serial: int, stream, tasks: list[str]):
-        self.serial = serial
-        self.stream = stream
-        self.tasks = tasks
-        self.items: dict[int, _Item] = {}  # utterance index (the engine's) -> item
-        self.utterance = 0  # the utterance appended audio goes to
-        self.pending = 0  # commits whose transcript has not come back yet
-
-
 class RealtimeSession:
-    """One websocket's transcription session on the shared engine.
+    """One websocket's transcription session on the shared engine: one `LiveStream`, whose
+    utterances are the session's items.
 
     `handle()` takes each client message and queues the server events on `outbox`;
     `on_engine_event()` turns an engine event into server events. The websocket loop in `app.py`
-    sends what they return, in order, from one task.
+    sends what they return, in order, from one task; a ``("close", code, reason)`` entry on the
+    outbox ends the connection after what was queued before it (`closing` is then set).
 
     Parameters
     ----------
@@ -182,80 +197,77 @@ class RealtimeSession:
         Name the session events ``transcription_session.*`` (beta clients) rather than ``session.*``.
     options : StreamOptions, optional
         Passed to `LiveEngine.open` (default: the model's).
+    max_unread_seconds : float, optional
+        Audio the session may have sent that the engine has not read yet; past it, an ``error``
+        event and the connection is closed (None: no bound).
+    debug : bool
+        Log the traceback of a failure in a handler (one line otherwise).
     """
 
-    def __init__(self, engine, decode, model_name: str, beta: bool = False, options=None):
+    def __init__(
+        self, engine, decode, model_name: str, beta: bool = False, options=None, max_unread_seconds=None, debug=False
+    ):
         self.engine = engine
         self.decode = decode
         self.model_name = model_name
         self.beta = beta
         self.options = options
+        self.max_unread_seconds = max_unread_seconds
+        self.debug = debug
         self.id = new_id("sess")
         self.task = "is"
         self.include: list[str] = []
         self.loop = asyncio.get_running_loop()
         self.outbox: asyncio.Queue = asyncio.Queue()
-        self.row: _SessionStream | None = None
-        self.retiring: dict[int, _SessionStream] = {}  # old rows finishing their committed utterances
+        self.stream = None  # the session's LiveStream
+        self.items: dict[int, _Item] = {}  # utterance index (the engine's) -> item
+        self.utterance = 0  # the utterance appended audio goes to
+        self.pending = 0  # commits whose transcript has not come back yet
+        self.closing: tuple[int, str] | None = None  # (code, reason) once the session is ending
         self.previous_item_id = None
         self.audio_seconds = 0.0  # audio received, all utterances
-        self._serial = 0
         self._event_serial = 0
 
-    # -- engine rows -------------------------------------------------------------------------
+    # -- the engine stream -------------------------------------------------------------------
     def open(self):
-        """Take a row of the engine for the current task (raises `EngineFull`)."""
-        self.row = self._new_row()
-
-    def _new_row(self) -> _SessionStream:
-        self._serial += 1
-        serial, loop, outbox = self._serial, self.loop, self.outbox
+        """Take a stream of the engine (raises `EngineFull`)."""
+        loop, outbox = self.loop, self.outbox
 
         def on_event(ev):  # called on the engine thread
             try:
-                loop.call_soon_threadsafe(outbox.put_nowait, ("engine", serial, ev))
+                loop.call_soon_threadsafe(outbox.put_nowait, ("engine", ev))
             except RuntimeError:  # the loop is closed: the server has stopped
                 pass
 
-        stream = self.engine.open(task=self.task, on_event=on_event, options=self.options)
-        return _SessionStream(serial, stream, task_list(self.task))
-
-    def _replace_row(self, why: str):
-        """A fresh row for the session; the old one is left once its commits are answered.
-        Audio appended to the old row but not committed is dropped."""
-        try:
-            new = self._new_row()
-        except EngineFull:
-            raise ClientError(f"all stream slots are busy: {why}", code="engine_overloaded") from None
-        old, self.row = self.row, new
-        old.items.pop(old.utterance, None)
-        if old.pending:
-            self.retiring[old.serial] = old
-        else:
-            old.stream.close()
+        self.stream = self.engine.open(task=self.task, on_event=on_event, options=self.options)
 
     def close(self):
-        """Leave the engine at once (the client is gone): every row's slot is freed."""
-        for row in [self.row, *self.retiring.values()]:
-            if row is not None:
-                row.stream.close()
-        self.row, self.retiring = None, {}
+        """Leave the engine at once (the client is gone): every slot of the session is freed."""
+        if self.stream is not None:
+            self.stream.close()
 
-    @property
-    def pending(self) -> int:
-        """Commits not answered yet, on every row."""
-        return sum(r.pending for r in [self.row, *self.retiring.values()] if r is not None)
+    def end(self, code: int, reason: str):
+        """Close the connection once the events queued so far are sent."""
+        if self.closing is None:
+            self.closing = (code, reason)
+            self.outbox.put_nowait(("close", code, reason))
+
+    def close_idle(self, seconds: float):
+        self.emit_error(
+            f"the session was idle for {seconds:g} s (nothing sent, nothing pending) and is closed",
+            "session_idle_timeout",
+        )
+        self.end(1000, "idle timeout")
 
     @property
     def uncommitted_samples(self) -> int:
-        item = self.row.items.get(self.row.utterance) if self.row is not None else None
+        item = self.items.get(self.utterance)
         return item.samples if item is not None else 0
 
     def _item(self) -> _Item:
-        row = self.row
-        if row.utterance not in row.items:
-            row.items[row.utterance] = _Item(row.tasks, self.decode)
-        return row.items[row.utterance]
+        if self.utterance not in self.items:
+            self.items[self.utterance] = _Item(task_list(self.task), self.decode)
+        return self.items[self.utterance]
 
     # -- events out --------------------------------------------------------------------------
     def event(self, type_: str, **fields) -> dict:
@@ -303,24 +315,35 @@ class RealtimeSession:
 
     # -- client events -----------------------------------------------------------------------
     def handle(self, text):
-        """Handle one client message; a bad one gives an ``error`` event and changes nothing."""
+        """Handle one client message; a bad one gives an ``error`` event and changes nothing, and
+        so does a failure of the handler itself (logged in one line; with `debug`, its traceback)."""
         client_event_id = None
         try:
+            if self.closing:
+                return
             if not isinstance(text, str):
                 raise ClientError("send events as JSON text frames, not binary", code="invalid_event")
             try:
                 event = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ClientError(f"message is not valid JSON ({e})", code="invalid_json") from None
+            except (ValueError, RecursionError) as e:  # too deep, or a number too long, is not JSON here
+                raise ClientError(f"message is not valid JSON ({str(e)[:200]})", code="invalid_json") from None
             if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                 raise ClientError("message must be a JSON object with a string 'type'", param="type")
-            client_event_id = event.get("event_id")
+            client_event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
             handler = self.HANDLERS.get(event["type"])
             if handler is None:
-                raise ClientError(f"unsupported event type {event['type']!r}", code="unknown_event", param="type")
+                raise ClientError(f"unsupported event type {event['type'][:100]!r}", code="unknown_event", param="type")
             handler(self, event)
         except ClientError as e:
             self.emit_error(e.message, e.code, e.param, client_event_id)
+        except Exception as e:  # a bug must not end the session: the client hears of it, the log too
+            log.warning("realtime session %s: %s: %s", self.id, type(e).__name__, e, exc_info=self.debug)
+            self.emit_error(
+                f"the server failed to handle this event ({type(e).__name__})",
+                "server_error",
+                client_event_id=client_event_id,
+                type_="server_error",
+            )
 
     def on_session_update(self, event: dict):
         if event["type"] == "transcription_session.update":
@@ -328,27 +351,36 @@ class RealtimeSession:
         settings = parse_session(event)
         task = settings.get("task", self.task)
         if task != self.task:
-            # A row decodes one task set, so a new task takes a new row; audio not committed
-            # yet is committed first, so nothing said is lost.
+            # An utterance is decoded for one task set: audio not committed yet is committed
+            # first, so nothing said is lost; the next utterance has the new task.
             if self.uncommitted_samples:
                 self.commit()
-            old_task, self.task = self.task, task
-            try:
-                self._replace_row("the language was not changed")
-            except ClientError:
-                self.task = old_task
-                raise
+            self.task = task
+            self.stream.set_task(task)
         if "include" in settings:
             self.include = settings["include"]
         self.emit_session("updated")
 
     def on_append(self, event: dict):
+        audio = event.get("audio")
+        if isinstance(audio, str) and self.max_unread_seconds is not None:
+            # Checked before decoding: base64 is 4 characters per 3 bytes, 2 bytes a sample.
+            seconds = len(audio) * 3 / 8 / PCM_RATE
+            if self.stream.unread() + seconds > self.max_unread_seconds:
+                self.emit_error(
+                    f"input_audio_buffer.append: more than {self.max_unread_seconds:g} s of audio is waiting "
+                    "for the model (sent faster than it reads); the session is closed",
+                    "input_audio_buffer_overflow",
+                    param="audio",
+                )
+                self.end(1008, "too much audio waiting")
+                return
         samples = decode_audio(event)
         if len(samples) == 0:
             return
         self._item().samples += len(samples)
         self.audio_seconds += len(samples) / PCM_RATE
-        self.row.stream.feed(samples)
+        self.stream.feed(samples)
 
     def on_commit(self, event: dict):
         if not self.uncommitted_samples:
@@ -356,11 +388,17 @@ class RealtimeSession:
                 "input_audio_buffer.commit: the buffer is empty (append audio first)",
                 code="input_audio_buffer_commit_empty",
             )
+        if self.pending >= MAX_PENDING_COMMITS:
+            raise ClientError(
+                f"input_audio_buffer.commit: {self.pending} commits are still being transcribed; "
+                "wait for their transcripts (the buffer is kept)",
+                code="too_many_commits",
+            )
         self.commit()
 
     def commit(self):
         """End the utterance: the engine flushes it and answers with its transcript."""
-        row, item = self.row, self._item()
+        item = self._item()
         self.emit("input_audio_buffer.committed", previous_item_id=self.previous_item_id, item_id=item.id)
         self.emit(
             "conversation.item.created",
@@ -375,13 +413,15 @@ class RealtimeSession:
             },
         )
         self.previous_item_id = item.id
-        row.pending += 1
-        row.utterance += 1
-        row.stream.flush()  # answered by the engine's "done" event, after the utterance's words
+        self.pending += 1
+        self.utterance += 1
+        self.stream.flush()  # answered by the engine's "done" event, after the utterance's words
 
     def on_clear(self, event: dict):
-        if self.uncommitted_samples:  # the audio is in the engine already: leave the row
-            self._replace_row("the buffer could not be cleared")
+        if self.uncommitted_samples:  # the audio is in the engine: its slot is freed at once
+            self.stream.clear()
+            del self.items[self.utterance]
+            self.utterance += 1
         self.emit("input_audio_buffer.cleared")
 
     HANDLERS = {
@@ -393,12 +433,9 @@ class RealtimeSession:
     }
 
     # -- engine events -----------------------------------------------------------------------
-    def on_engine_event(self, serial: int, ev) -> list[dict]:
-        """The server events for one engine event of row `serial` (none for a row left)."""
-        row = self.row if self.row is not None and self.row.serial == serial else self.retiring.get(serial)
-        if row is None:
-            return []
-        item = row.items.get(ev.utterance)
+    def on_engine_event(self, ev) -> list[dict]:
+        """The server events for one engine event."""
+        item = self.items.get(ev.utterance)
         if item is None:  # an utterance cleared away
             return []
         if ev.type == "word":
@@ -432,7 +469,7 @@ class RealtimeSession:
             ]
         if ev.type == "done":
             out = []
-            for task in row.tasks:
+            for task in item.tasks:
                 transcript = (ev.transcripts or {}).get(task)
                 text = transcript.text if transcript is not None else item.deltas[task].sent
                 if rest := item.deltas[task].finish(text):
@@ -452,10 +489,8 @@ class RealtimeSession:
                         duration=duration,
                     )
                 )
-            del row.items[ev.utterance]
-            row.pending -= 1
-            if row.serial in self.retiring and row.pending == 0:
-                self.retiring.pop(row.serial).stream.close()
+            del self.items[ev.utterance]
+            self.pending -= 1
             return out
         if ev.type == "error":
             return [self.event("error", error=error_object(ev.text, "engine_error", type_="server_error"))]
