@@ -12,6 +12,7 @@ Needs the test extras (transformers builds the random checkpoint) plus espeak-ng
 """
 
 import argparse
+import gc
 import json
 import resource
 import sys
@@ -52,9 +53,17 @@ def synthetic_audio(workdir: Path, sr: int = 24_000):
         yield block
 
 
+def live_mlx_mb() -> float:
+    """MLX memory held by live arrays (garbage collected first: cycles other code left behind
+    would otherwise show up at whatever report the collector happens to run after)."""
+    import mlx.core as mx
+
+    gc.collect()
+    return round(mx.get_active_memory() / 2**20, 1)
+
+
 def soak(stt, hours: float, report_minutes: float, task: str = "is", workdir: Path | None = None, log=print):
     """Stream `hours` of audio; returns the list of report rows (dicts)."""
-    import mlx.core as mx
 
     workdir = Path(workdir or tempfile.mkdtemp())
     sr = stt.sample_rate
@@ -66,7 +75,7 @@ def soak(stt, hours: float, report_minutes: float, task: str = "is", workdir: Pa
     audio = synthetic_audio(workdir, sr)
     t0 = time.perf_counter()
     last_t, last_steps = t0, 0
-    row = dict(audio_s=0, rss_mb=round(rss_mb(), 1), mlx_active_mb=round(mx.get_active_memory() / 2**20, 1), ms_per_step=None)
+    row = dict(audio_s=0, rss_mb=round(rss_mb(), 1), mlx_active_mb=live_mlx_mb(), ms_per_step=None)
     rows.append(row)
     log(json.dumps(row))
     for second in range(1, total_s + 1):
@@ -77,7 +86,7 @@ def soak(stt, hours: float, report_minutes: float, task: str = "is", workdir: Pa
             row = dict(
                 audio_s=second,
                 rss_mb=round(rss_mb(), 1),
-                mlx_active_mb=round(mx.get_active_memory() / 2**20, 1),
+                mlx_active_mb=live_mlx_mb(),
                 ms_per_step=round(1000 * (now - last_t) / max(steps - last_steps, 1), 3),
                 steps=steps,
                 words=words,

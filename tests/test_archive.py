@@ -92,7 +92,11 @@ def cli(*args):
 def test_output_names_keep_folders_and_each_file_is_listed_once(tmp_path):
     entries, repeats = plan_entries(["x/2020/a.wav", "x/2021/a.wav", "x/2020/a.wav", "file:///m/y/b.flac"])
     assert repeats == 1
-    assert [e.source for e in entries] == [str(Path("x/2020/a.wav").absolute()), str(Path("x/2021/a.wav").absolute()), "file:///m/y/b.flac"]
+    assert [e.source for e in entries] == [
+        str(Path("x/2020/a.wav").absolute()),
+        str(Path("x/2021/a.wav").absolute()),
+        "file:///m/y/b.flac",
+    ]
     cwd = Path.cwd().relative_to("/")
     assert [e.name for e in entries] == [f"{cwd}/x/2020/a", f"{cwd}/x/2021/a", "m/y/b"]
     entries, _ = plan_entries(["/d/2020/a.wav", "/d/2021/b.wav"])
@@ -114,7 +118,11 @@ def test_results_file_keeps_one_whole_line_per_input(tmp_path):
     with open(tmp_path / "results.jsonl", "a") as f:
         f.write('{"audio": "d", "sta')  # a line cut short by a kill
     ledger = Ledger(tmp_path)
-    assert ledger.records == {"a": {"audio": "a", "status": "done"}, "c": {"audio": "c", "status": "done"}, "b": {"audio": "b", "status": "failed"}}
+    assert ledger.records == {
+        "a": {"audio": "a", "status": "done"},
+        "c": {"audio": "c", "status": "done"},
+        "b": {"audio": "b", "status": "failed"},
+    }
     ledger.forget(set())  # the cut line is dropped when the next job starts
     assert [r["audio"] for r in results(tmp_path)] == ["a", "c", "b"]
     ledger.close()
@@ -147,7 +155,9 @@ def test_on_this_machine_without_ray(tmp_path, small_hf, clips, reference):
     p = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert p.returncode == 1, p.stderr
     errors = [line for line in p.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 2 and any("missing.wav" in e for e in errors) and any("notes.wav" in e for e in errors), p.stderr
+    assert len(errors) == 2 and any("missing.wav" in e for e in errors) and any("notes.wav" in e for e in errors), (
+        p.stderr
+    )
     assert "Traceback" not in p.stderr and "5/5 files (3 done, 2 failed)" in p.stderr
     lines = results(out)
     assert len(lines) == 5 and sorted(r["status"] for r in lines) == ["done"] * 3 + ["failed"] * 2
@@ -214,7 +224,14 @@ class Cluster:
     def command(self, args):
         # No token authentication: nothing outside the namespace can reach it (and a token file
         # that an earlier local `ray.init()` left in ~/.ray would otherwise turn it on for the head).
-        return ["nsenter", f"--net=/proc/{self.holder.pid}/ns/net", "--", "env", "RAY_AUTH_MODE=disabled", *map(str, args)]
+        return [
+            "nsenter",
+            f"--net=/proc/{self.holder.pid}/ns/net",
+            "--",
+            "env",
+            "RAY_AUTH_MODE=disabled",
+            *map(str, args),
+        ]
 
     def popen(self, args, **kwargs):
         return subprocess.Popen(self.command(args), cwd=ROOT, **kwargs)
@@ -222,7 +239,12 @@ class Cluster:
     def start(self, args, log_dir):
         log = open(log_dir / "start.log", "w")
         self.nodes.append(
-            self.popen([sys.executable, "-m", "ray.scripts.scripts", "start", *args], stdout=log, stderr=log, start_new_session=True)
+            self.popen(
+                [sys.executable, "-m", "ray.scripts.scripts", "start", *args],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         )
 
     def wait_for_nodes(self, n, timeout=120):
@@ -236,7 +258,9 @@ class Cluster:
         )
         deadline = time.time() + timeout
         while time.time() < deadline:  # the head's GCS may not listen yet
-            p = subprocess.run(self.command([sys.executable, "-c", script]), capture_output=True, text=True, timeout=timeout + 60)
+            p = subprocess.run(
+                self.command([sys.executable, "-c", script]), capture_output=True, text=True, timeout=timeout + 60
+            )
             if p.returncode == 0:
                 return
             assert all(node.poll() is None for node in self.nodes), f"{p.stderr[-2000:]}\n{self.logs()}"
@@ -311,7 +335,9 @@ def listing(clips, tmp_path_factory):
 @pytest.mark.slow
 def test_two_node_cluster_transcribes_every_file_once(cluster, listing, small_hf, reference, tmp_path):
     out = tmp_path / "out"
-    p = subprocess.run(cluster.command(archive_args(cluster, listing, out, small_hf)), capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        cluster.command(archive_args(cluster, listing, out, small_hf)), capture_output=True, text=True, timeout=600
+    )
     assert p.returncode == 0, p.stderr
     assert "16/16 files (16 done, 0 failed)" in p.stderr and "workers alive: 2" in p.stderr, p.stderr
     lines = results(out)
@@ -328,7 +354,9 @@ def listing_files(listing):
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_has_its_files_done_elsewhere(cluster, listing, small_hf, reference, tmp_path):
     out = tmp_path / "out"
-    proc = cluster.popen(archive_args(cluster, listing, out, small_hf), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = cluster.popen(
+        archive_args(cluster, listing, out, small_hf), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         first = wait_for_lines(out, 1, proc)
         victim = int(first[0]["worker"].rsplit(":", 1)[1])
@@ -381,10 +409,14 @@ def test_missing_and_unreadable_files_are_reported_and_the_others_done(cluster, 
     bad.write_text("not audio\n")
     listing = write_list(tmp_path / "list.txt", [clips[0], tmp_path / "missing.wav", bad, clips[1]])
     out = tmp_path / "out"
-    p = subprocess.run(cluster.command(archive_args(cluster, listing, out, small_hf)), capture_output=True, text=True, timeout=600)
+    p = subprocess.run(
+        cluster.command(archive_args(cluster, listing, out, small_hf)), capture_output=True, text=True, timeout=600
+    )
     assert p.returncode == 1, p.stderr
     errors = [line for line in p.stderr.splitlines() if ": error: " in line]
-    assert len(errors) == 2 and "missing.wav" in errors[0] + errors[1] and "notes.wav" in errors[0] + errors[1], p.stderr
+    assert len(errors) == 2 and "missing.wav" in errors[0] + errors[1] and "notes.wav" in errors[0] + errors[1], (
+        p.stderr
+    )
     assert "Traceback" not in p.stderr and "2 of 4 files failed" in p.stderr
     lines = {Path(r["audio"]).name: r for r in results(out)}
     assert len(lines) == 4 and {n: r["status"] for n, r in lines.items()} == {

@@ -93,8 +93,15 @@ def browser_page(speech, tmp_path):
             context.close()
 
 
+def lane_lines(page, task) -> list[str]:
+    """The lane's caption lines: one per utterance (item)."""
+    return page.eval_on_selector_all(
+        f'[data-testid=transcript] .lane[data-task="{task}"] .confirmed', "els => els.map(e => e.textContent)"
+    )
+
+
 def lane_text(page, task) -> str:
-    return page.inner_text(f'[data-testid=transcript] .lane[data-task="{task}"] .confirmed')
+    return "\n".join(line.strip() for line in lane_lines(page, task) if line.strip())
 
 
 def test_page_shows_what_the_server_sent(server, browser_page, tmp_path):
@@ -122,12 +129,21 @@ def test_page_shows_what_the_server_sent(server, browser_page, tmp_path):
         events[1]["type"] == "session.updated"
         and events[1]["session"]["audio"]["input"]["transcription"]["language"] == "both"
     )
+    # the server's turn detection is on (its default): each utterance is an item, and a line
+    assert events[1]["session"]["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+    items = [e["item_id"] for e in events if e["type"] == "input_audio_buffer.committed"]
+    assert items
     for task in ("is", "en"):
-        deltas = "".join(e["delta"] for e in events if e["type"].endswith(".delta") and e["language"] == task)
-        completed = [e["transcript"] for e in events if e["type"].endswith(".completed") and e["language"] == task]
-        shown = lane_text(page, task)
-        assert len(shown.split()) >= 3
-        assert completed == [deltas] and shown == deltas, task
+        deltas = {i: "" for i in items}
+        for e in events:
+            if e["type"].endswith(".delta") and e["language"] == task:
+                deltas[e["item_id"]] += e["delta"]
+        completed = [e for e in events if e["type"].endswith(".completed") and e["language"] == task]
+        assert sorted(e["item_id"] for e in completed) == sorted(items), task  # one completed per item
+        assert all(e["transcript"] == deltas[e["item_id"]] for e in completed), task
+        shown = lane_lines(page, task)
+        assert len(" ".join(shown).split()) >= 3
+        assert shown == [deltas[i] for i in items], task
     assert lane_text(page, "is") != lane_text(page, "en")
     sent = float(page.inner_text("#sent"))
     assert sent > 1.0 and page.inner_text("[data-testid=lag]") != "–"

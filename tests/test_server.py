@@ -559,11 +559,18 @@ def test_sigterm_finishes_in_flight_work_then_exits_0(small_hf, pcm, reference):
                 await ws.recv()
                 for i in range(0, len(pcm[1]), 1920):
                     await ws.send(append(pcm[1][i : i + 1920]))
+                # answered once every append before it is handled: the SIGTERM finds all the audio in
+                await ws.send(json.dumps({"type": "session.update", "session": {}}))
+                early = []
+                while (ev := json.loads(await asyncio.wait_for(ws.recv(), 30)))["type"] != "session.updated":
+                    assert not ev["type"].endswith(".completed"), ev
+                    early.append(ev.get("delta", "") if ev["type"].endswith(".delta") else "")
                 thread = threading.Thread(target=upload)
                 thread.start()
                 await asyncio.to_thread(_wait_for, lambda: status(url)["uploads_in_flight"] == 1)
                 proc.send_signal(signal.SIGTERM)  # audio not committed, an upload in flight
                 _, deltas, transcript = await _until_completed(ws)
+                deltas = "".join(early) + deltas
                 with pytest.raises(websockets.exceptions.ConnectionClosed) as e:
                     while True:
                         await asyncio.wait_for(ws.recv(), 30)

@@ -606,6 +606,9 @@ def test_memory_stays_bounded_under_a_ten_hour_flac_and_a_fast_websocket(small_h
             chunk = 24_000 * 5
             async with websockets.connect(ws_url(url), max_size=None) as ws:
                 await ws.recv()
+                # no turn detection: every sample goes to the engine (with it on, the detector reads
+                # the audio at its own pace and TCP holds the client back)
+                await ws.send(json.dumps({"type": "session.update", "session": {"turn_detection": None}}))
                 t0, sent = time.monotonic(), 0
                 try:
                     for rep in range(12):  # up to ~2 hours of audio

@@ -163,15 +163,20 @@ def _report(e: BaseException, file: str, debug_on: bool):
     error(e, prefix="" if file in str(e) or file == "-" else f"{file}: ")
 
 
-def transcribe(args) -> int:
-    debug_on = debug()
-    writer = get_writer(
+def _writer(args):
+    """The writer the output options name (format, directory, subtitle cues)."""
+    return get_writer(
         args.output_format,
         args.output_dir,
         max_line_width=args.max_line_width,
         max_line_count=args.max_line_count,
         max_duration=args.max_cue_duration,
     )
+
+
+def transcribe(args) -> int:
+    debug_on = debug()
+    writer = _writer(args)
     tasks = task_list(args.task)
     several = len(args.audio) > 1
     inputs = [_Input(i, f, writer, tasks) for i, f in enumerate(args.audio)]
@@ -355,8 +360,10 @@ def _add_archive_args(p):
         help="spread the files over a Ray cluster: auto (RAY_ADDRESS or the cluster running here), "
         "HOST:PORT, or local (start one here); needs the [ray] extra on every node",
     )
-    g.add_argument("--workers", type=positive_int, metavar="N", help="with --ray: models loaded (default: one per node)")
-    g.add_argument("--worker-cpus", type=positive_float, default=1.0, metavar="N", help="with --ray: CPUs each worker reserves")
+    g.add_argument("--workers", type=positive_int, metavar="N", help="with --ray: models loaded (default: 1 per node)")
+    g.add_argument(
+        "--worker-cpus", type=positive_float, default=1.0, metavar="N", help="with --ray: CPUs each worker reserves"
+    )
     g.add_argument(
         "--worker-gpus",
         type=float,
@@ -423,13 +430,7 @@ class _ArchiveProgress:
 def _archive(args) -> int:
     """`--manifest`: every file once, on this machine or on a Ray cluster (`apps.archive`)."""
     sources = [u.audio if is_uri(u.audio) else str(u.path) for u in read_manifest(args.manifest, [])]
-    writer = get_writer(
-        args.output_format,
-        args.output_dir,
-        max_line_width=args.max_line_width,
-        max_line_count=args.max_line_count,
-        max_duration=args.max_cue_duration,
-    )
+    writer = _writer(args)
     check_writable_dir(args.output_dir)
     archive = Archive(sources, args.output_dir, writer, task_list(args.task))
     try:
@@ -437,11 +438,12 @@ def _archive(args) -> int:
             warn(f"{args.manifest}: {archive.repeats} entries repeat an earlier one; each file is done once")
         todo = archive.plan(skip_existing=args.skip_existing)
         if archive.tally.skipped:
-            note(f"skipped {archive.tally.skipped} of {archive.tally.total} files whose outputs are complete (--skip-existing)")
+            skipped, total = archive.tally.skipped, archive.tally.total
+            note(f"skipped {skipped} of {total} files whose outputs are complete (--skip-existing)")
         if not todo:
             return 0
-        options = dict(model=args.model, task=args.task, batch_size=args.batch_size, quantize=args.quantize, dtype=args.dtype)
-        options.update(segment_options(args))
+        options = dict(model=args.model, task=args.task, batch_size=args.batch_size, quantize=args.quantize)
+        options.update(dtype=args.dtype, **segment_options(args))
         if args.ray is None:
             workers = LocalWorkers(Transcriber(**options))
         else:
@@ -462,7 +464,8 @@ def _run_archive(archive, workers, todo) -> int:
             if record["error"] is not None:
                 progress.around(error, record["error"])
             if getattr(workers, "retried", 0) > retried:
-                progress.around(note, f"a worker died; its {workers.retried - retried} unfinished files go to the others")
+                left = workers.retried - retried
+                progress.around(note, f"a worker died; its {left} unfinished files go to the others")
                 retried = workers.retried
             progress.update()
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (`Terminated`)

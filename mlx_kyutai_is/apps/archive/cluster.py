@@ -9,12 +9,13 @@ dependency (``pip install "mlx-kyutai-is[ray]"``), imported only here, when a jo
 """
 
 import logging
+import re
 import socket
 import time
 from collections import Counter, deque
 from collections.abc import Iterator
 
-from ...errors import Error
+from ...errors import Error, one_line
 from .job import Entry, Outcome
 from .workers import Transcriber, chunks
 
@@ -51,14 +52,20 @@ def _check_reachable(address: str, timeout: float = CONNECT_TIMEOUT):
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as e:
         raise ClusterError(
-            f"no Ray cluster at {address} ({e.strerror or e}); start one there with `ray start --head`, or try --ray local"
+            f"no Ray cluster at {address} ({e.strerror or e}); "
+            "start one there with `ray start --head`, or try --ray local"
         ) from None
 
 
 def _first_line(err: BaseException) -> str:
-    """A Ray error's first useful line (they carry tracebacks)."""
-    lines = [x.strip() for x in str(err).splitlines() if x.strip()]
-    return lines[-1] if lines and "Traceback" in str(err) else (lines[0] if lines else type(err).__name__)
+    """A Ray error as one line: the original exception's message (Ray's errors carry a traceback
+    and end with it), without terminal colours."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        return one_line(cause)
+    lines = [x.strip() for x in re.sub(r"\x1b\[[0-9;]*m", "", str(err)).splitlines() if x.strip()]
+    # the package's own errors are written for users: their class name is noise
+    return re.sub(r"^mlx_kyutai_is(\.\w+)+: ", "", lines[-1]) if lines else type(err).__name__
 
 
 class RayWorkers:
@@ -104,8 +111,13 @@ class RayWorkers:
                 f"no Ray cluster at {address!r} ({_first_line(e.__cause__ or e)}); start one with `ray start --head`, "
                 "set RAY_ADDRESS, or try --ray local"
             ) from None
+        try:
+            fits = self._nodes_that_fit(cpus, gpus)
+        except BaseException:
+            ray.shutdown()
+            raise
         if workers is None:
-            workers = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+            workers = len(fits)
         actor = ray.remote(Transcriber).options(
             num_cpus=cpus,
             num_gpus=gpus,
@@ -118,6 +130,21 @@ class RayWorkers:
         self.where = [None] * workers
         self.retried = 0  # inputs handed out again after their worker died
         self.last_error = None
+
+    def _nodes_that_fit(self, cpus: float, gpus: float) -> list[dict]:
+        """The nodes alive that have room for one worker (`ClusterError` if none could ever)."""
+        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+        fits = [n for n in nodes if n["Resources"].get("CPU", 0) >= cpus and n["Resources"].get("GPU", 0) >= gpus]
+        if not fits:
+            have = "; ".join(
+                f"{n.get('NodeManagerAddress')}: {r.get('CPU', 0):g} CPU, {r.get('GPU', 0):g} GPU"
+                for n, r in ((n, n["Resources"]) for n in nodes)
+            )
+            raise ClusterError(
+                f"no node of the cluster has {cpus:g} CPU and {gpus:g} GPU for a worker ({have or 'no node alive'}); "
+                "lower --worker-cpus/--worker-gpus, or start the nodes with --num-cpus/--num-gpus"
+            )
+        return fits
 
     @property
     def alive(self) -> int:
@@ -187,7 +214,8 @@ class RayWorkers:
         for x in left:
             attempts[x.index] += 1
             if attempts[x.index] >= MAX_ATTEMPTS:
-                yield Outcome(x.index, error=f"{x.source}: its worker died {attempts[x.index]} times ({self.last_error})")
+                error = f"{x.source}: its worker died {attempts[x.index]} times ({self.last_error})"
+                yield Outcome(x.index, error=error)
             elif attempts[x.index] == 1:
                 again.append(x)
             else:

@@ -113,7 +113,9 @@ def plan_entries(sources: list[str]) -> tuple[list[Entry], int]:
     for i, (s, k) in enumerate(zip(unique, keys)):
         name = str(k.relative_to(root).with_suffix(""))
         if name in owners:
-            raise UserError(f"{owners[name]} and {s} would both be written as {name}.*; rename one or list them in two jobs")
+            raise UserError(
+                f"{owners[name]} and {s} would both be written as {name}.*; rename one or list them in two jobs"
+            )
         owners[name] = s
         entries.append(Entry(i, s, name))
     return entries, len(sources) - len(unique)

@@ -43,7 +43,9 @@ class Ledger:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._lock.close()
-            raise JobRunning(f"{directory}: another job is writing its results there; wait for it or use another -o") from None
+            raise JobRunning(
+                f"{directory}: another job is writing its results there; wait for it or use another -o"
+            ) from None
         self.records = self._read()
 
     def _read(self) -> dict[str, dict]:

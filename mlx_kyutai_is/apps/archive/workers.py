@@ -42,7 +42,9 @@ class Transcriber:
         More keyword arguments for `STT.transcribe_iter`.
     """
 
-    def __init__(self, model: str, task: str, batch_size: int = DEFAULT_BATCH_SIZE, quantize=None, dtype=None, **options):
+    def __init__(
+        self, model: str, task: str, batch_size: int = DEFAULT_BATCH_SIZE, quantize=None, dtype=None, **options
+    ):
         self.stt = load(model, quantize=quantize, dtype=dtype)
         self.task, self.batch_size, self.options = task, batch_size, options
         self.where = f"{socket.gethostname()}:{os.getpid()}"

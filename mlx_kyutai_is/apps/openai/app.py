@@ -628,6 +628,7 @@ async def _realtime(state: ServerState, websocket: WebSocket):
         max_unread_seconds=limits.max_unread_seconds,
         debug=limits.debug,
     )
+    session.listen_later = True
     try:
         session.open()
     except EngineFull:
@@ -658,6 +659,7 @@ async def _realtime(state: ServerState, websocket: WebSocket):
             if msg["type"] == "websocket.disconnect":
                 break
             session.handle(msg.get("text") if msg.get("text") is not None else msg.get("bytes"))
+            await session.listen()  # the voice-activity detector, off the event loop; the next message waits
             if session.closing and session.closing[0] == 1008:
                 state.counts["closed_unread"] += 1
             state.check_idle()

@@ -12,13 +12,30 @@ hold a slot each, at most the engine's ``max_utterances``). Client events:
 - ``input_audio_buffer.commit``: ends the utterance (the engine flushes it: the pending words come out).
 - ``input_audio_buffer.clear``: drops the utterance not yet committed (its engine slot at once).
 
+Turn detection (``session.audio.input.turn_detection``, beta ``session.turn_detection``): by default,
+as OpenAI documents for transcription sessions, ``server_vad`` with ``threshold`` 0.5,
+``prefix_padding_ms`` 300 and ``silence_duration_ms`` 500. A voice-activity detector (Silero VAD,
+`audio.vad`) hears the appended audio: where speech starts (``input_audio_buffer.speech_started``,
+``audio_start_ms`` = the first speech chunk less the prefix padding), the utterance's audio starts
+going to the engine; audio outside speech is not decoded (the server keeps only the last
+``prefix_padding_ms`` + 0.5 s of it). Once ``silence_duration_ms`` of silence has been heard
+(``input_audio_buffer.speech_stopped``, ``audio_end_ms`` = the end of the audio the item holds,
+silence included, as OpenAI counts it) the item is committed exactly as a client's commit does: it
+is flushed as its own utterance, so its ``completed`` comes as soon as the engine has decoded the
+flush's padding, and the next utterance is a new engine stream (at most ``max_utterances`` of a
+session at once, every one counted against the engine's ``max_streams``). ``semantic_vad`` is
+mapped onto the same detector: ``eagerness`` ``high`` waits 0.5 s of silence, ``medium``/``auto``
+1 s, ``low`` 2 s (OpenAI's maximum waits of 2, 4 and 8 s, a quarter of each). A client's own commit
+still works (during speech it ends the item there and the rest of the speech is the next item);
+``turn_detection: null`` turns detection off: the client commits, and all its audio is decoded.
+
 Server events: ``session.created`` / ``session.updated`` (``transcription_session.*`` for beta
 clients), ``input_audio_buffer.committed`` / ``.cleared``, ``conversation.item.created``,
 ``conversation.item.input_audio_transcription.delta`` as each word becomes final (the deltas of an
 item add up to its transcript) and ``...completed`` with the whole ``transcript`` after a commit;
-``error`` for a bad client event (wrong JSON, a field of the wrong type, anything the handler
-could not do), the connection staying up. There is no server VAD: the client commits
-(``turn_detection`` is reported as null). A session with more than ``max_unread_seconds`` of audio
+``input_audio_buffer.speech_started`` / ``.speech_stopped`` with turn detection on; ``error`` for a
+bad client event (wrong JSON, a field of the wrong type, anything the handler could not do), the
+connection staying up. A session with more than ``max_unread_seconds`` of audio
 waiting for the engine gets an ``error`` event (``input_audio_buffer_overflow``) and is closed (1008).
 
 Our additions, which OpenAI's clients ignore: every delta/completed event names its ``language``
@@ -38,6 +55,7 @@ import secrets
 
 import numpy as np
 
+from ...audio.vad import CHUNK_SECONDS, SpeechParams, SpeechTracker, VoiceActivity
 from ...errors import Error
 from ...tasks import task_list
 from .schemas import TextDeltas
@@ -52,6 +70,17 @@ PARTIAL_INCLUDE = "item.input_audio_transcription.partial"
 # language -> task; "both" is ours (Icelandic text and its English translation at once).
 LANGUAGE_TASKS = {"is": "is", "en": "en", "both": "both", None: "is", "": "is"}
 TRANSCRIPTION = "conversation.item.input_audio_transcription"
+# OpenAI's documented default for a transcription session that names no turn detection.
+DEFAULT_TURN_DETECTION = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+# semantic_vad's eagerness -> the silence (ms) that ends an utterance: a quarter of OpenAI's maximum
+# waits (high 2 s, medium and auto 4 s, low 8 s), so that "high" is server_vad's default.
+EAGERNESS_SILENCE_MS = {"high": 500, "medium": 1000, "auto": 1000, "low": 2000}
+MAX_PREFIX_PADDING_MS = 5_000  # bounds the audio a session keeps outside speech
+MAX_SILENCE_DURATION_MS = 10_000
+# Audio kept beyond the prefix padding outside speech: the detector hears a chunk (32 ms) a little
+# after it arrives (the resampler's delay), and a start is the chunk's start less the padding.
+HOLD_MARGIN_S = 0.5
+VAD_CHUNK = round(CHUNK_SECONDS * PCM_RATE)  # 768 samples at 24 kHz: one detector chunk
 
 
 class ClientError(Error):
@@ -123,12 +152,70 @@ def parse_session(event: dict) -> dict:
             raise ClientError("transcription.model must be a string", param="transcription.model")
         if model:
             out["model"] = model
+    if "turn_detection" in audio_in or "turn_detection" in session:
+        out["turn_detection"] = parse_turn_detection(audio_in.get("turn_detection", session.get("turn_detection")))
     if "include" in session:
         include = session["include"] or []
         if not isinstance(include, list) or not all(isinstance(x, str) for x in include):
             raise ClientError("session.include must be a list of strings", param="session.include")
         out["include"] = include
     return out
+
+
+def parse_turn_detection(value) -> dict | None:
+    """The turn detection a session asks for, as the session reports it (None: off); fields left
+    out take OpenAI's defaults. Raises `ClientError` for a wrong type, range or kind."""
+    if value is None:
+        return None
+    value = _object(value, "turn_detection")
+    kind = value.get("type", "server_vad")
+    if kind == "server_vad":
+        threshold = value.get("threshold", DEFAULT_TURN_DETECTION["threshold"])
+        if type(threshold) not in (int, float) or not 0 < threshold < 1:
+            raise ClientError(
+                f"turn_detection.threshold must be a number between 0 and 1, got {str(threshold)[:50]}",
+                param="turn_detection.threshold",
+            )
+        return {
+            "type": "server_vad",
+            "threshold": float(threshold),
+            "prefix_padding_ms": _milliseconds(value, "prefix_padding_ms", MAX_PREFIX_PADDING_MS),
+            "silence_duration_ms": _milliseconds(value, "silence_duration_ms", MAX_SILENCE_DURATION_MS),
+        }
+    if kind == "semantic_vad":
+        eagerness = value.get("eagerness") or "auto"
+        if not isinstance(eagerness, str) or eagerness not in EAGERNESS_SILENCE_MS:
+            raise ClientError(
+                f"turn_detection.eagerness: {str(eagerness)[:50]!r} is not one of low, medium, high, auto",
+                param="turn_detection.eagerness",
+            )
+        return {"type": "semantic_vad", "eagerness": eagerness}
+    raise ClientError(
+        f"turn_detection.type: {str(kind)[:50]!r} is not supported: 'server_vad', 'semantic_vad' or null",
+        code="unsupported_turn_detection",
+        param="turn_detection.type",
+    )
+
+
+def _milliseconds(value: dict, name: str, most: int) -> int:
+    ms = value.get(name, DEFAULT_TURN_DETECTION[name])
+    if type(ms) not in (int, float) or not 0 <= ms <= most:
+        raise ClientError(
+            f"turn_detection.{name} must be a number of milliseconds from 0 to {most}, got {str(ms)[:50]}",
+            param=f"turn_detection.{name}",
+        )
+    return int(ms)
+
+
+def speech_settings(turn_detection: dict) -> tuple[SpeechParams, float]:
+    """The detector's parameters and the prefix padding (seconds) for a turn detection."""
+    if turn_detection["type"] == "semantic_vad":
+        silence = EAGERNESS_SILENCE_MS[turn_detection["eagerness"]]
+        turn_detection = {**DEFAULT_TURN_DETECTION, "silence_duration_ms": silence}
+    params = SpeechParams(
+        threshold=turn_detection["threshold"], min_silence=turn_detection["silence_duration_ms"] / 1000
+    )
+    return params, turn_detection["prefix_padding_ms"] / 1000
 
 
 def _check_format(fmt):
@@ -227,6 +314,24 @@ class RealtimeSession:
         self.previous_item_id = None
         self.audio_seconds = 0.0  # audio received, all utterances
         self._event_serial = 0
+        # Turn detection: the detector and its tracker (None: off), the samples received this
+        # session (the clock of audio_start_ms / audio_end_ms), where the detector's clock starts,
+        # and the audio outside speech not given to the engine (`held`, from sample `held_start`).
+        self.turn_detection: dict | None = None
+        self.detector: VoiceActivity | None = None
+        self.tracker: SpeechTracker | None = None
+        self.hold_samples = 0
+        self.received = 0
+        self.vad_origin = 0
+        self.held = np.zeros(0, np.int16)
+        self.held_start = 0
+        self.speaking = False
+        # With `listen_later`, appended audio waits in `unheard` for `listen()`, which runs the
+        # detector on a worker thread (the websocket loop calls it after each message): a fast
+        # client's detector does not hold up the other sessions.
+        self.listen_later = False
+        self.unheard: list[np.ndarray] = []
+        self.set_turn_detection(dict(DEFAULT_TURN_DETECTION))
 
     # -- the engine stream -------------------------------------------------------------------
     def open(self):
@@ -282,6 +387,7 @@ class RealtimeSession:
 
     def session_object(self) -> dict:
         transcription = {"model": self.model_name, "language": self.task, "prompt": ""}
+        turn_detection = dict(self.turn_detection) if self.turn_detection else None
         if self.beta:
             return {
                 "id": self.id,
@@ -289,7 +395,7 @@ class RealtimeSession:
                 "modalities": ["text"],
                 "input_audio_format": "pcm16",
                 "input_audio_transcription": transcription,
-                "turn_detection": None,
+                "turn_detection": turn_detection,
                 "input_audio_noise_reduction": None,
                 "include": self.include,
             }
@@ -301,7 +407,7 @@ class RealtimeSession:
                 "input": {
                     "format": {"type": "audio/pcm", "rate": PCM_RATE},
                     "transcription": transcription,
-                    "turn_detection": None,
+                    "turn_detection": turn_detection,
                     "noise_reduction": None,
                 }
             },
@@ -357,9 +463,26 @@ class RealtimeSession:
                 self.commit()
             self.task = task
             self.stream.set_task(task)
+        if "turn_detection" in settings and settings["turn_detection"] != self.turn_detection:
+            if self.uncommitted_samples:  # as for a task change: what was said is committed first
+                self.commit()
+            self.set_turn_detection(settings["turn_detection"])
         if "include" in settings:
             self.include = settings["include"]
         self.emit_session("updated")
+
+    def set_turn_detection(self, turn_detection: dict | None):
+        """Start detecting turns afresh (None: stop); audio held outside speech is dropped."""
+        self.turn_detection = turn_detection
+        self.held, self.held_start, self.speaking = self.held[:0], self.received, False
+        if turn_detection is None:
+            self.detector = self.tracker = None
+            return
+        params, prefix = speech_settings(turn_detection)
+        self.detector = VoiceActivity(PCM_RATE)
+        self.tracker = SpeechTracker(params, prefix=prefix)
+        self.vad_origin = self.received
+        self.hold_samples = round((prefix + HOLD_MARGIN_S) * PCM_RATE)
 
     def on_append(self, event: dict):
         audio = event.get("audio")
@@ -378,11 +501,74 @@ class RealtimeSession:
         samples = decode_audio(event)
         if len(samples) == 0:
             return
-        self._item().samples += len(samples)
         self.audio_seconds += len(samples) / PCM_RATE
-        self.stream.feed(samples)
+        if self.detector is None:
+            self.received += len(samples)
+            self._item().samples += len(samples)
+            self.stream.feed(samples)
+            return
+        self.held = np.concatenate([self.held, samples])
+        self.received += len(samples)
+        if self.listen_later:
+            self.unheard.append(samples)
+        else:
+            self.hear(self.detector.feed(samples.astype(np.float32) / 32768.0))
+
+    async def listen(self):
+        """Run the detector on the audio appended since the last call, on a worker thread, then act
+        on what it heard (as `handle` does; a failure is an ``error`` event)."""
+        while self.unheard and self.detector is not None and not self.closing:
+            samples, self.unheard = np.concatenate(self.unheard), []
+            detector = self.detector
+            try:
+                probs = await asyncio.to_thread(detector.feed, samples.astype(np.float32) / 32768.0)
+                if detector is self.detector:  # (not replaced meanwhile)
+                    self.hear(probs)
+            except Exception as e:
+                log.warning("realtime session %s: %s: %s", self.id, type(e).__name__, e, exc_info=self.debug)
+                self.emit_error(f"the server failed to detect speech ({type(e).__name__})", "server_error",
+                                type_="server_error")  # fmt: skip
+        self.unheard = []
+
+    def hear(self, probs):
+        """Act on the detector's speech probabilities of the audio received so far."""
+        for p in probs:
+            for kind, t in self.tracker.update(p[None]):
+                if kind == "start":
+                    self._speech_started(self.vad_origin + round(t * PCM_RATE))
+                else:  # heard at the end of the chunk just given: the item's audio ends there
+                    self._speech_stopped(min(self.received, self.vad_origin + self.tracker.chunks * VAD_CHUNK))
+        if self.speaking:
+            self._feed_held(self.received)
+        elif len(self.held) > self.hold_samples:  # outside speech: only what a start may reach back to
+            self.held_start += len(self.held) - self.hold_samples
+            self.held = self.held[-self.hold_samples :]
+
+    def _feed_held(self, upto: int):
+        """Give the held audio before sample `upto` to the engine, as the current item's."""
+        n = upto - self.held_start
+        if n > 0:
+            chunk, self.held, self.held_start = self.held[:n], self.held[n:], upto
+            self._item().samples += len(chunk)
+            self.stream.feed(chunk)
+
+    def _speech_started(self, start: int):
+        start = max(start, self.held_start)  # never before audio already decoded or dropped
+        self.held, self.held_start = self.held[start - self.held_start :], start
+        self.speaking = True
+        self.emit("input_audio_buffer.speech_started", audio_start_ms=_ms(start), item_id=self._item().id)
+
+    def _speech_stopped(self, end: int):
+        self._feed_held(end)
+        self.speaking = False
+        item = self._item()
+        self.emit("input_audio_buffer.speech_stopped", audio_end_ms=_ms(end), item_id=item.id)
+        if item.samples:  # (none if the client committed or cleared it during the speech)
+            self.commit()
 
     def on_commit(self, event: dict):
+        if self.detector is not None and not self.speaking:  # outside speech: what is held
+            self._feed_held(self.received)
         if not self.uncommitted_samples:
             raise ClientError(
                 "input_audio_buffer.commit: the buffer is empty (append audio first)",
@@ -422,6 +608,7 @@ class RealtimeSession:
             self.stream.clear()
             del self.items[self.utterance]
             self.utterance += 1
+        self.held, self.held_start = self.held[:0], self.received
         self.emit("input_audio_buffer.cleared")
 
     HANDLERS = {
@@ -495,6 +682,10 @@ class RealtimeSession:
         if ev.type == "error":
             return [self.event("error", error=error_object(ev.text, "engine_error", type_="server_error"))]
         return []
+
+
+def _ms(samples: int) -> int:
+    return round(samples * 1000 / PCM_RATE)
 
 
 def error_object(message: str, code: str, param=None, event_id=None, type_="invalid_request_error") -> dict:

@@ -1,7 +1,9 @@
 // Copyright © 2026 mlx-kyutai-is contributors
 // Live captions: the microphone, resampled to 24 kHz pcm16 by an AudioWorklet, goes to the
 // server's realtime websocket (OpenAI's transcription events); confirmed words and the words
-// still being decided are shown apart, per language. Plain JS, no build step.
+// still being decided are shown apart, per language, one line per utterance: the server's turn
+// detection (server_vad, its default) ends an utterance at a pause and makes it an item. Plain JS,
+// no build step.
 "use strict";
 
 const RATE = 24000;
@@ -17,7 +19,7 @@ const ui = {
   transcript: $("transcript"), txt: $("download-txt"), srt: $("download-srt"),
 };
 
-// Everything said, per language: items (one per Start..Stop), each with its text and words.
+// Everything said, per language: items (one per utterance), each with its text and words.
 const lanes = {}; // task -> {el, items: Map(itemId -> item)}
 let session = null; // the running session
 let offset = 0; // seconds of audio in the sessions before this one (for subtitle times)
@@ -54,9 +56,11 @@ function item(task, itemId) {
     p.dataset.item = itemId;
     p.innerHTML = '<span class="confirmed"></span> <span class="pending"></span>';
     l.el.appendChild(p);
+    // Word times are seconds into the item's audio, which starts audio_start_ms into the session.
+    const start = session && session.starts.has(itemId) ? session.starts.get(itemId) : 0;
     it = {
-      el: p, confirmed: "", pending: "", words: [], offset: session ? session.offset : offset,
-      done: false,
+      el: p, confirmed: "", pending: "", words: [], offset: (session ? session.offset : offset) + start,
+      start, done: false,
     };
     l.items.set(itemId, it);
   }
@@ -92,6 +96,18 @@ function onEvent(s, ev) {
   switch (ev.type) {
     case "session.created":
     case "session.updated":
+      s.vad = !!(ev.session && ev.session.audio && ev.session.audio.input.turn_detection);
+      break;
+    case "input_audio_buffer.speech_started":
+      s.starts.set(ev.item_id, ev.audio_start_ms / 1000);
+      s.speaking = true;
+      break;
+    case "input_audio_buffer.speech_stopped":
+      s.speaking = false;
+      break;
+    case "input_audio_buffer.committed":
+      s.open.set(ev.item_id, new Set(s.tasks)); // waiting for a completed per language
+      s.committing = false;
       break;
     case "conversation.item.input_audio_transcription.delta": {
       const it = item(ev.language || s.tasks[0], ev.item_id);
@@ -110,17 +126,17 @@ function onEvent(s, ev) {
         last.end = Math.max(last.end, ev.end || last.end);
       }
       if (ev.end !== undefined) {
-        const t = sentAt(s, Math.round(ev.end * RATE));
+        const t = sentAt(s, Math.round((it.start + ev.end) * RATE));
         if (t !== null) ui.lag.textContent = ((performance.now() - t) / 1000).toFixed(1);
       }
-      if (ev.audio_time !== undefined) ui.behind.textContent = Math.max(0, s.samples / RATE - ev.audio_time).toFixed(1);
+      if (ev.audio_time !== undefined) behind(s, it, ev.audio_time);
       render(it);
       break;
     }
     case "conversation.item.input_audio_transcription.partial": {
       const it = item(ev.language || s.tasks[0], ev.item_id);
       it.pending = ev.text;
-      if (ev.audio_time !== undefined) ui.behind.textContent = Math.max(0, s.samples / RATE - ev.audio_time).toFixed(1);
+      if (ev.audio_time !== undefined) behind(s, it, ev.audio_time);
       render(it);
       break;
     }
@@ -130,11 +146,20 @@ function onEvent(s, ev) {
       it.pending = "";
       it.done = true;
       render(it);
-      s.completed.add(ev.language || s.tasks[0]);
-      if (s.stopping && s.tasks.every((t) => s.completed.has(t))) finish(s);
+      const open = s.open.get(ev.item_id);
+      if (open) {
+        open.delete(ev.language || s.tasks[0]);
+        if (!open.size) s.open.delete(ev.item_id);
+      }
+      maybeFinish(s);
       break;
     }
     case "error":
+      if (ev.error && ev.error.code === "input_audio_buffer_commit_empty") { // nothing left to end
+        s.committing = false;
+        maybeFinish(s);
+        break;
+      }
       say(ev.error && ev.error.message ? ev.error.message : "server error");
       break;
     default:
@@ -142,6 +167,16 @@ function onEvent(s, ev) {
   }
   const any = Object.values(lanes).some((l) => [...l.items.values()].some((i) => i.confirmed));
   ui.txt.disabled = ui.srt.disabled = !any;
+}
+
+// How far the model is behind what was sent (seconds).
+function behind(s, it, audioTime) {
+  ui.behind.textContent = Math.max(0, s.samples / RATE - it.start - audioTime).toFixed(1);
+}
+
+// Once stopping, the session ends when every item committed has its transcripts.
+function maybeFinish(s) {
+  if (s.stopping && s.stopSent && !s.committing && !s.open.size && !s.finished) finish(s);
 }
 
 async function start() {
@@ -153,8 +188,9 @@ async function start() {
   ui.language.disabled = true;
   setState("connecting");
   const s = {
-    tasks: TASKS[language], samples: 0, sendLog: [], completed: new Set(), stopping: false, offset,
+    tasks: TASKS[language], samples: 0, sendLog: [], stopping: false, offset,
     ws: null, ctx: null, node: null, mic: null,
+    vad: false, speaking: false, starts: new Map(), open: new Map(), committing: false, stopSent: false,
   };
   session = s;
   for (const t of s.tasks) lane(t);
@@ -228,11 +264,17 @@ function stop() {
   ui.stop.disabled = true;
   stopAudio(s);
   setState("finishing");
-  // Let the worklet's last chunk go out, then end the utterance: the pending words come out.
+  // Let the worklet's last chunk go out, then end the utterance being spoken (all the audio when
+  // the server detects no turns): its pending words come out. Then wait for every item's transcript.
   setTimeout(() => {
     if (s.ws.readyState !== WebSocket.OPEN) return;
     if (s.samples === 0) { finish(s); return; }
-    s.ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+    if (!s.vad || s.speaking) {
+      s.committing = true;
+      s.ws.send(JSON.stringify({ type: "input_audio_buffer.commit" }));
+    }
+    s.stopSent = true;
+    maybeFinish(s);
   }, 150);
 }
 
