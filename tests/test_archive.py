@@ -24,6 +24,9 @@ from mlx_kyutai_is.apps.archive.ledger import JobRunning
 from mlx_kyutai_is.errors import UserError
 from mlx_kyutai_is.writers import get_writer
 
+# Servers, clusters and codecs run end to end here: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).parents[1]
 N_FILES = 16
 FORMATS = ("txt", "srt", "vtt", "json")

@@ -113,6 +113,7 @@ def sections_run(tmp_path_factory):
     return proc.stdout, json.loads(out.read_text())
 
 
+@pytest.mark.slow
 def test_batch_sweep_reports_step_throughput_and_capacity(sections_run):
     table, r = sections_run
     assert "precisions" not in r  # only the sections asked for ran
@@ -128,6 +129,7 @@ def test_batch_sweep_reports_step_throughput_and_capacity(sections_run):
     assert "engine step" in table and "capacity in real-time streams" in table
 
 
+@pytest.mark.slow
 def test_bulk_times_batch_size_one_and_the_default_in_one_run(sections_run):
     from mlx_kyutai_is.stt import DEFAULT_BATCH_SIZE
 
@@ -148,6 +150,7 @@ def test_bulk_times_batch_size_one_and_the_default_in_one_run(sections_run):
 KERNEL_BOUNDS = {"lm_step": 253, "mimi_frame": 281, "frame": 534}
 
 
+@pytest.mark.slow
 def test_kernel_counts_do_not_creep_back_up(sections_run):
     table, r = sections_run
     k = r["kernels"]["bf16"]

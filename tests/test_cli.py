@@ -182,6 +182,7 @@ def test_transcribe_prints_in_input_order_and_sums_up(tmp_path, small_hf, speech
     assert rtf == pytest.approx(wall / audio, abs=0.005 + 0.05 / audio)  # the printed figures, rounded
 
 
+@pytest.mark.slow
 def test_transcribe_stdin_both(tmp_path, small_hf, speech):
     p = run("transcribe", "-", "--model", small_hf, "--task", "both", "-f", "json", "-o", tmp_path,
             stdin=Path(speech[2]).read_bytes())

@@ -24,6 +24,9 @@ from mlx_kyutai_is.models.mimi_decoder import MimiDecoder
 
 import checkpoints
 
+# Servers, clusters and codecs run end to end here: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 SR = checkpoints.SAMPLE_RATE
 FRAME = 1920
 TOL = 1e-4  # max absolute difference from transformers' decoded audio (float32)

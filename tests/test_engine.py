@@ -188,6 +188,7 @@ def test_list_transcription_in_input_order_with_a_batch_cap(stt, clips):
     assert all(a[0] <= b[0] for a, b in zip(seen, seen[1:]))
 
 
+@pytest.mark.slow
 def test_a_failing_input_is_reported_and_the_others_go_on(stt, clips, tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF not really a wav")
@@ -232,6 +233,7 @@ def test_api_arguments_are_checked(stt, clips):
         stt.transcribe([clips[0]], batch_size=0)
 
 
+@pytest.mark.slow
 def test_transcribe_accepts_an_open_binary_file(stt, speech):
     with open(speech[0], "rb") as f:
         assert stt.transcribe(f, task="is").tokens == stt.transcribe(speech[0], task="is").tokens

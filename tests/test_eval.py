@@ -69,6 +69,7 @@ def run_cli(*args, cwd=None):
     )
 
 
+@pytest.mark.slow
 def test_hypotheses_are_transcribe_of_each_file(both_report, manifest, stt_f32):
     report = both_report
     assert set(report) == {"task", "n", "models"}

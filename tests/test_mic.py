@@ -327,6 +327,7 @@ def test_live_display_terminal():
 # Utterances: one line each, their times, and the watchdog's re-primes in pauses
 
 
+@pytest.mark.slow
 def test_utterance_lines_break_at_the_pauses(tmp_path, small_hf, three):
     """The tiny random model says gibberish all the time, but its words carry real times: each
     line holds the words between two pauses, each pause lies in an inserted silence, each line
@@ -445,6 +446,7 @@ def test_mic_command_prints_text(tmp_path, ckpt, wav):
     assert len(read_wav(tmp_path / "rec.wav")) == len(read_wav(wav))
 
 
+@pytest.mark.slow
 def test_mic_command_timestamps(tmp_path, small_hf, three):
     """`mic --timestamps -o out.txt`: the same timed lines on stdout and in the file, one per
     sentence, each timed after the previous sentence's sound ended and before the next began."""

@@ -104,6 +104,7 @@ def lane_text(page, task) -> str:
     return "\n".join(line.strip() for line in lane_lines(page, task) if line.strip())
 
 
+@pytest.mark.slow
 def test_page_shows_what_the_server_sent(server, browser_page, tmp_path):
     page, frames = browser_page
     page.goto(server + "/")

@@ -25,6 +25,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+# Servers, clusters and codecs run end to end here: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 openai = pytest.importorskip("openai")
 
 START_TIMEOUT_S = 120

@@ -234,6 +234,7 @@ def test_unwritable_output_dir_fails_before_the_model_loads(tmp_path, clips):
     assert str(tmp_path / "file" / "out") in line and "no-model" not in line, line
 
 
+@pytest.mark.slow
 def test_closed_stdout_does_not_stop_the_batch(tmp_path, small_hf, clips):
     """`... | head -1`: every file is still transcribed and written, status 0, nothing reported but
     the run's summary."""
@@ -261,6 +262,7 @@ def _start_and_wait_for_words(*args):
     return p
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, status, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_interrupt_saves_partial_and_resume_finishes(sig, status, word, tmp_path, small_hf, clips):
     out = tmp_path / "out"
@@ -310,6 +312,7 @@ def test_skip_existing_redoes_incomplete_outputs(tmp_path, clips, reference):
     assert (out / "a.json").read_bytes() == reference["a.json"]
 
 
+@pytest.mark.slow
 def test_stdin_streams_and_ctrl_c_saves(tmp_path, small_hf):
     """`sox -d -t wav - | transcribe - -v`: words appear while the audio is still arriving (the
     pipe stays open), and Ctrl-C then saves what was heard."""

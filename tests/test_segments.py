@@ -54,6 +54,7 @@ def _shifted(words, offset):
     return [(w.text, round(w.start - offset, 6), round(w.end - offset, 6), w.tokens) for w in words]
 
 
+@pytest.mark.slow
 def test_every_segment_decodes_as_its_slice_alone(stt, long_recording):
     path, audio, gaps = long_recording
     result = stt.transcribe(str(path), task="is", max_segment=MAX_SEGMENT)
@@ -78,6 +79,7 @@ def test_every_segment_decodes_as_its_slice_alone(stt, long_recording):
     assert t.text == " ".join(s.text for s in t.segments if s.text)
 
 
+@pytest.mark.slow
 def test_segment_none_is_one_unbroken_stream(stt, long_recording):
     path, audio, _ = long_recording
     result = stt.transcribe(str(path), task="is", segment=None)
@@ -87,6 +89,7 @@ def test_segment_none_is_one_unbroken_stream(stt, long_recording):
     assert result.tokens == s.transcripts()["is"].tokens
 
 
+@pytest.mark.slow
 def test_short_clips_are_never_cut(stt, speech):
     for path in speech:
         cut = stt.transcribe(str(path), task="both")
@@ -94,6 +97,7 @@ def test_short_clips_are_never_cut(stt, speech):
         assert cut == whole and cut["is"].segments == []
 
 
+@pytest.mark.slow
 def test_both_shares_one_segmentation_and_batches_of_long_files(stt, long_recording, tmp_path):
     path, audio, _ = long_recording
     both = stt.transcribe(str(path), task="both", max_segment=MAX_SEGMENT)
@@ -107,6 +111,7 @@ def test_both_shares_one_segmentation_and_batches_of_long_files(stt, long_record
         assert len(r["is"].segments) >= 2
 
 
+@pytest.mark.slow
 def test_interrupted_job_keeps_the_segments_decoded(stt, long_recording):
     path, audio, _ = long_recording
     seen = []
@@ -140,6 +145,7 @@ def test_the_plan_never_cuts_where_batching_does_not_pay():
     assert plan_segments(None, 8, 8.0, overhead, rate) is None
 
 
+@pytest.mark.slow
 def test_cli_writes_segments_in_every_format(small_hf, long_recording, tmp_path):
     path, audio, _ = long_recording
     env = {**os.environ, "MLX_KYUTAI_IS_BATCH_COST": "1.0"}

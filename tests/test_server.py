@@ -540,6 +540,7 @@ def test_busy_slots_upload_limits_and_bad_audio(guarded, pcm, reference):
 # The command
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_in_flight_work_then_exits_0(small_hf, pcm, reference):
     ref_upload, ref_ws = reference(0, "is").text, reference(1, "is").text
     with serve(small_hf, check_exit=False) as (url, proc, log):

@@ -35,6 +35,9 @@ websockets = pytest.importorskip("websockets")
 
 from websockets.exceptions import ConnectionClosed, InvalidStatus  # noqa: E402
 
+# Servers, clusters and codecs run end to end here: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 START_TIMEOUT_S = 120
 REALTIME = "/v1/realtime?intent=transcription"
 KEY = "abuse-test-key"

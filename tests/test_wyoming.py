@@ -36,6 +36,9 @@ from mlx_kyutai_is._version import __version__  # noqa: E402
 from mlx_kyutai_is.apps.wyoming import Limits, WyomingServer, announcement  # noqa: E402
 from mlx_kyutai_is.apps.wyoming.announce import AnnounceError  # noqa: E402
 
+# Servers, clusters and codecs run end to end here: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 READ_TIMEOUT_S = 60
 UNREAD_CAP_S = 1.0  # small, so that the test clients (which send faster than real time) meet it
 IDLE_S = 3.0
