@@ -468,6 +468,7 @@ def test_read_preprocessor_config(tmp_path):
         read_preprocessor_config(tmp_path)
 
 
+@pytest.mark.slow
 def test_read_preprocessor_config_of_test_checkpoint(tmp_path):
     from transformers import (
         KyutaiSpeechToTextFeatureExtractor,

@@ -244,6 +244,7 @@ def test_table_deltas_and_model_specs():
     assert lines[0] == "translation (en): 1 of 1 utterances scored"
 
 
+@pytest.mark.slow
 def test_progress_bar_over_utterances_on_a_terminal(manifest, small_hf):
     """On a terminal, stderr shows a tqdm bar per model over the utterances run (the last state is
     cleared when it closes), and the error line of the missing file is printed whole beside it."""

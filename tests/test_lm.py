@@ -249,6 +249,7 @@ def test_sanitize_is_idempotent_and_quantization_keeps_the_embedding(ckpt, lm):
     assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
 
 
+@pytest.mark.slow
 def test_ten_thousand_steps_constant_cache():
     """moshi_mlx stops at 4096 steps; a stream of 10 000 steps must run with a fixed-size cache."""
     config = {

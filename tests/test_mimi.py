@@ -258,6 +258,7 @@ def _fixed_steps(m, x, plan):
     return [np.concatenate(o) if o else np.zeros((0, 32), np.int32) for o in out]
 
 
+@pytest.mark.slow
 def test_fixed_layout_steps_equal_encode_step(small, clips):
     """The engine's layout (KV rings, rows joining late, idle, reset, calls of 1 to 12 frames) gives
     each row exactly the codes a stream of its own gives, across several windows."""

@@ -251,6 +251,7 @@ def test_models_status_page(server):
 # Realtime
 
 
+@pytest.mark.slow
 def test_realtime_equals_transcribe_and_deltas_add_up(server, pcm, reference):
     events, deltas, transcript = asyncio.run(realtime(server, pcm[1]))
     ref = reference(1, "is")

@@ -154,6 +154,7 @@ def test_timestamps_of_two_utterances_follow_the_rule(stt, speech):
             assert w5.start == pytest.approx(w.start - 4.5)
 
 
+@pytest.mark.slow
 def test_mimi_encodes_in_bounded_chunks(stt, audio, monkeypatch):
     """A long array and the flush padding reach Mimi in calls of at most MAX_FRAMES_PER_CALL
     frames: Mimi's activations, not the input length, set the peak memory."""
