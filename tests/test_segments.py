@@ -35,7 +35,7 @@ def long_recording(speech, tmp_path_factory):
     """~2.5 minutes: the three sentences nine times over, 1.5 s of silence between them; the
     silences' bounds (s) where a cut may fall."""
     clips = [read_wav(p) for p in speech]
-    parts, gaps, t = [], [], 0.0
+    parts, gaps, t, t_end_speech = [], [], 0.0, 0.0
     for i in range(27):
         x = clips[i % 3]
         loud = np.flatnonzero(np.abs(x) > 0.01)

@@ -4,7 +4,7 @@ on silence, noise and clipped audio, and its live form (SpeechTracker) against t
 
 import numpy as np
 import pytest
-from checkpoints import espeak, read_wav
+from checkpoints import read_wav
 
 from mlx_kyutai_is.audio.vad import SpeechParams, SpeechTracker, VoiceActivity, speech_probabilities, speech_spans
 
