@@ -573,6 +573,29 @@ def _as_audio(audio, name: str) -> mx.array:
     return audio
 
 
+# transformers' in-memory names of the codec's parts -> ours (its saved names are ours already).
+ENCODER_NAMES = (
+    ("encoder.encoder_seanet.", "encoder."),
+    ("encoder.encoder_transformer.", "encoder_transformer."),
+    ("encoder.downsample.", "downsample."),
+)
+DECODER_NAMES = (
+    ("decoder.decoder_seanet.", "decoder."),
+    ("decoder.decoder_transformer.", "decoder_transformer."),
+    ("decoder.upsample.", "upsample."),
+)
+
+
+def codec_key(key: str, names) -> str:
+    """A checkpoint key of the codec in our names: the checkpoint's `codec_model.` prefix off and
+    transformers' in-memory prefixes (`names`: (theirs, ours) pairs) renamed."""
+    key = key.removeprefix("codec_model.")
+    for hf, ours in names:
+        if key.startswith(hf):
+            return ours + key[len(hf) :]
+    return key
+
+
 def check_streaming_codec(args: MimiArgs) -> None:
     """Refuse, in one line naming config.json, a codec this streaming Mimi does not run."""
     if not args.use_causal_conv:
@@ -804,14 +827,7 @@ class MimiEncoder(nn.Module):
         """
         out = {}
         for k, v in weights.items():
-            k = k.removeprefix("codec_model.")
-            for hf, ours in (
-                ("encoder.encoder_seanet.", "encoder."),
-                ("encoder.encoder_transformer.", "encoder_transformer."),
-                ("encoder.downsample.", "downsample."),
-            ):
-                if k.startswith(hf):
-                    k = ours + k[len(hf) :]
+            k = codec_key(k, ENCODER_NAMES)
             if k.startswith(("decoder.", "decoder_transformer.", "upsample.")):
                 continue
             if k.endswith((".initialized", "output_proj.weight", "rotary_emb.inv_freq")):

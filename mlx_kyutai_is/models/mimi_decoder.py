@@ -23,6 +23,7 @@ import mlx.nn as nn
 from .config import ConfigError, MimiArgs
 from .lm import fuse_qkv
 from .mimi import (
+    DECODER_NAMES,
     ELU,
     CallContext,
     CausalConv1d,
@@ -32,6 +33,7 @@ from .mimi import (
     WindowKVCache,
     _run_layers,
     check_streaming_codec,
+    codec_key,
 )
 
 
@@ -249,14 +251,7 @@ class MimiDecoder(nn.Module):
         groups = self.args.upsample_groups
         out = {}
         for k, v in weights.items():
-            k = k.removeprefix("codec_model.")
-            for hf, ours in (
-                ("decoder.decoder_seanet.", "decoder."),
-                ("decoder.decoder_transformer.", "decoder_transformer."),
-                ("decoder.upsample.", "upsample."),
-            ):
-                if k.startswith(hf):
-                    k = ours + k[len(hf) :]
+            k = codec_key(k, DECODER_NAMES)
             proj = k.startswith("quantizer.") and k.endswith(".output_proj.weight")
             if not (k.startswith(("decoder.", "decoder_transformer.", "upsample.")) or proj):
                 continue
